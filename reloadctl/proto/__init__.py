@@ -1,0 +1,1 @@
+"""Pure protocol layer: message values, the msgpack codec and the auth primitives. No I/O."""
