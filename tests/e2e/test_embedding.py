@@ -1,0 +1,338 @@
+"""Embedding in real servers: gunicorn and uvicorn workers each get an agent and new code.
+
+Every test runs a real multi-worker server on a copy of examples/shop with a private
+XDG_RUNTIME_DIR, keeps a bounded request loop running against it, runs the real
+``reloadctl reload --local pricing`` and asserts: one agent per worker (named by the worker's
+own pid, none in the master), every worker serves the new code, no worker was restarted
+(pids unchanged) and not one request failed meanwhile.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from reloadctl.proto.address import parse_socket_name
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+RELOADCTL = Path(sys.executable).with_name("reloadctl")
+WORKERS = 2
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _children(pid: int) -> set[int]:
+    """Live child pids of ``pid``, from /proc (Linux)."""
+    found: set[int] = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # pid (comm) state ppid ...: comm may hold spaces, so split after the last ')'
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.add(int(entry.name))
+    return found
+
+
+def _wait_for(what: str, check: Callable[[], Any], timeout: float = 20.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.1)
+
+
+def _get(port: int) -> tuple[int, str]:
+    """One request on a fresh connection: (pid that served it, pricing line)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request("GET", "/")
+        resp = conn.getresponse()
+        body = resp.read().decode().strip()
+        if resp.status != 200:
+            raise AssertionError(f"HTTP {resp.status}: {body}")
+    finally:
+        conn.close()
+    pid, _, line = body.partition(" | ")
+    return int(pid.removeprefix("pid ")), line
+
+
+@dataclass
+class RequestLoop:
+    """Clients that keep requesting ``/`` until stopped, recording every outcome."""
+
+    port: int
+    clients: int = 4
+    #: (monotonic time the request started, pid that served it, pricing line)
+    seen: list[tuple[float, int, str]] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _threads: list[threading.Thread] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __enter__(self) -> RequestLoop:
+        for n in range(self.clients):
+            t = threading.Thread(target=self._run, name=f"request-loop-{n}", daemon=True)
+            t.start()
+            self._threads.append(t)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=10)
+            assert not t.is_alive()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            started = time.monotonic()
+            try:
+                pid, line = _get(self.port)
+            except Exception as exc:
+                with self._lock:
+                    self.failures.append(f"{type(exc).__name__}: {exc}")
+                continue
+            with self._lock:
+                self.seen.append((started, pid, line))
+            time.sleep(0.005)
+
+    def pids_serving(self, text: str, since: float = 0.0) -> set[int]:
+        with self._lock:
+            return {pid for t, pid, line in self.seen if t >= since and text in line}
+
+
+@dataclass
+class Server:
+    """A server process group in a private runtime dir, on a copy of examples/shop."""
+
+    tmp: Path
+    port: int = field(default_factory=_free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    def __post_init__(self) -> None:
+        self.shop = self.tmp / "shop"
+        shutil.copytree(REPO / "examples" / "shop", self.shop)
+        self.runtime = self.tmp / "run"
+        self.runtime.mkdir(mode=0o700)
+        self.log = self.tmp / "server.log"
+
+    @property
+    def sockets(self) -> Path:
+        return self.runtime / "reloadctl"
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RELOADCTL_")}
+        env.update(
+            XDG_RUNTIME_DIR=str(self.runtime),
+            PYTHONPATH=str(self.shop),
+            PYTHONDONTWRITEBYTECODE="1",
+        )
+        return env
+
+    def start(self, argv: list[str]) -> None:
+        with self.log.open("wb") as log:
+            self.proc = subprocess.Popen(
+                argv,
+                cwd=self.shop,
+                env=self.env(),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=5)
+        # workers of the group that outlived their master
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    def agent_pids(self) -> set[int]:
+        """Pids named by the agent sockets in the private runtime dir."""
+        if not self.sockets.is_dir():
+            return set()
+        names = (parse_socket_name(p.name) for p in self.sockets.iterdir())
+        return {parsed[1] for parsed in names if parsed is not None}
+
+    def workers(self) -> set[int]:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"server exited {self.proc.returncode}:\n{self.output()}")
+        return _children(self.proc.pid)
+
+    def reloadctl(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(RELOADCTL), *args],
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=40,
+            check=False,
+        )
+
+    def edit_pricing(self, old: str, new: str) -> None:
+        path = self.shop / "pricing.py"
+        text = path.read_text()
+        assert old in text
+        path.write_text(text.replace(old, new))
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    srv = Server(tmp_path)
+    yield srv
+    srv.stop()
+
+
+def _records(out: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def assert_live_reload_of_every_worker(
+    server: Server, *, master_has_agent: bool = False, timeout: float = 30.0
+) -> None:
+    """The scenario every embedding must pass (see the module docstring)."""
+    assert server.proc is not None
+    _wait_for("HTTP", lambda: _port_open(server.port), timeout)
+    workers = _wait_for(f"{WORKERS} workers", lambda: len(server.workers()) == WORKERS and 1)
+    workers = server.workers()
+    expected_agents = workers | ({server.proc.pid} if master_has_agent else set())
+    _wait_for(
+        f"one agent per worker {sorted(workers)} in {server.sockets}",
+        lambda: server.agent_pids() == expected_agents,
+        timeout,
+    )
+
+    with RequestLoop(server.port) as loop:
+        _wait_for(
+            "every worker serving v1",
+            lambda: loop.pids_serving("pricing v1") >= workers,
+            timeout,
+        )
+        server.edit_pricing('VERSION: Final = "v1"', 'VERSION: Final = "v2"')
+        before_reload = time.monotonic()
+        # stdout is a pipe: reloadctl writes NDJSON
+        result = server.reloadctl("reload", "--local", "pricing")
+        reload_returned = time.monotonic()
+        assert result.returncode == 0, (result.stdout, result.stderr, server.output())
+        records = _records(result.stdout)
+        statuses = sorted(r["status"] for r in records if "summary" not in r)
+        expected = ["reloaded"] * WORKERS + (["not_loaded"] if master_has_agent else [])
+        assert statuses == sorted(expected), records
+        _wait_for(
+            "every worker serving v2",
+            lambda: loop.pids_serving("pricing v2", since=before_reload) >= workers,
+            timeout,
+        )
+    assert loop.failures == [], loop.failures[:5]
+    assert server.workers() == workers, "a worker was restarted"
+    # Every request that started after the reload returned got the new code.
+    late = [(pid, line) for t, pid, line in loop.seen if t > reload_returned and "v2" not in line]
+    assert late == []
+    assert len(loop.seen) > 20  # the loop really ran throughout
+
+
+def _port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+# -- gunicorn -----------------------------------------------------------------------------
+
+
+def _gunicorn_args(server: Server) -> list[str]:
+    return [
+        "--workers",
+        str(WORKERS),
+        "--bind",
+        f"127.0.0.1:{server.port}",
+        "--graceful-timeout",
+        "3",
+        "--chdir",
+        str(server.shop),
+        "wsgi:app",
+    ]
+
+
+def test_gunicorn_post_fork_hook_gives_every_worker_an_agent(server: Server) -> None:
+    server.start(
+        [sys.executable, "-m", "gunicorn", "--config", "gunicorn_conf.py", *_gunicorn_args(server)]
+    )
+    assert_live_reload_of_every_worker(server)
+
+
+def test_gunicorn_under_the_launcher_gives_every_worker_its_own_agent(server: Server) -> None:
+    # Zero code: the agent starts in the master (like `python -m cProfile`) and every forked
+    # worker must get its own agent, named by its own pid. The master never imports the app
+    # (no --preload), so it reports `not_loaded`, which is fine while the workers have it.
+    server.start(
+        [sys.executable, "-m", "reloadctl.agent", "-m", "gunicorn", *_gunicorn_args(server)]
+    )
+    assert_live_reload_of_every_worker(server, master_has_agent=True)
+
+
+# -- uvicorn ------------------------------------------------------------------------------
+
+
+def test_uvicorn_workers_start_their_agent_in_lifespan(server: Server) -> None:
+    server.start(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--workers",
+            str(WORKERS),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(server.port),
+            "--app-dir",
+            str(server.shop),
+            "--no-access-log",
+            "asgi:app",
+        ]
+    )
+    assert_live_reload_of_every_worker(server)
