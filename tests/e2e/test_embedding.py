@@ -43,7 +43,7 @@ def _free_port() -> int:
 
 
 def _children(pid: int) -> set[int]:
-    """Live child pids of ``pid``, from /proc (Linux)."""
+    """Live worker pids among the children of ``pid``, from /proc (Linux)."""
     found: set[int] = set()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -54,7 +54,14 @@ def _children(pid: int) -> set[int]:
             continue
         # pid (comm) state ppid ...: comm may hold spaces, so split after the last ')'
         fields = stat.rsplit(")", 1)[1].split()
-        if int(fields[1]) == pid and fields[0] != "Z":
+        if int(fields[1]) != pid or fields[0] == "Z":
+            continue
+        # uvicorn's spawn context also starts multiprocessing's resource tracker: not a worker
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"multiprocessing.resource_tracker" not in cmdline:
             found.add(int(entry.name))
     return found
 
