@@ -55,8 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0, help="HTTP port (0: any free port)")
     parser.add_argument(
         "--agent-listen",
-        default=os.environ.get("SHOP_AGENT_LISTEN") or None,
-        help="agent address (default: a private unix socket in the runtime dir)",
+        metavar="ADDR",
+        help="agent address (default: $RELOADCTL_AGENT_LISTEN, else a private unix socket)",
     )
     args = parser.parse_args(argv)
 
