@@ -1,0 +1,222 @@
+"""Agent settings: one small helper per setting (argument, then environment, then default).
+
+Environment variables (all optional):
+
+- ``RELOADCTL_AGENT_LISTEN``: listen address when ``start(listen=None)``; ``1`` (or empty)
+  means the default unix socket. Also activates ``reloadctl.agent.auto``.
+- ``RELOADCTL_AGENT_ALLOW``: comma-separated fnmatch patterns of reloadable modules.
+- ``RELOADCTL_AGENT_READ_ONLY``: ``1`` refuses reload and rollback (status still works).
+- ``RELOADCTL_AGENT_DISABLE``: ``1`` is the kill switch: ``start()`` returns a disabled
+  agent that listens nowhere.
+- ``RELOADCTL_AGENT_MAX_CONNECTIONS``: concurrent connections (default 16).
+- ``RELOADCTL_SECRET_FILE`` / ``RELOADCTL_SECRET``: see ``reloadctl.secrets``.
+
+Nothing here evaluates a variable: values are parsed as fixed formats only.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from reloadctl.errors import ConfigError, SecretError
+from reloadctl.proto.address import (
+    Address,
+    default_socket_dir,
+    parse_address,
+    program_name,
+    socket_name,
+)
+from reloadctl.secrets import Secret, load_secret
+
+LISTEN_ENV: Final = "RELOADCTL_AGENT_LISTEN"
+ALLOW_ENV: Final = "RELOADCTL_AGENT_ALLOW"
+READ_ONLY_ENV: Final = "RELOADCTL_AGENT_READ_ONLY"
+DISABLE_ENV: Final = "RELOADCTL_AGENT_DISABLE"
+MAX_CONNECTIONS_ENV: Final = "RELOADCTL_AGENT_MAX_CONNECTIONS"
+
+DEFAULT_MAX_CONNECTIONS: Final = 16
+#: Connections still in the handshake; the rest of the cap stays free for real clients.
+DEFAULT_MAX_HANDSHAKES: Final = 8
+#: Seconds a peer has to complete the whole pre-auth handshake.
+HANDSHAKE_TIMEOUT_S: Final = 3.0
+
+_TRUE: Final = frozenset({"1", "true", "yes", "on"})
+_FALSE: Final = frozenset({"", "0", "false", "no", "off"})
+
+
+@dataclass(frozen=True, slots=True)
+class AgentConfig:
+    """Everything one agent runs with; two configs compare equal when the agent is the same."""
+
+    listen: Address
+    secret: Secret | None
+    allow: tuple[str, ...] | None
+    read_only: bool
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    max_handshakes: int = DEFAULT_MAX_HANDSHAKES
+    handshake_timeout_s: float = HANDSHAKE_TIMEOUT_S
+
+
+def _env(environ: Mapping[str, str] | None) -> Mapping[str, str]:
+    return os.environ if environ is None else environ
+
+
+def env_flag(name: str, environ: Mapping[str, str] | None = None) -> bool:
+    """Read a boolean variable: 1/true/yes/on or 0/false/no/off (case-insensitive)."""
+    raw = _env(environ).get(name, "").strip().lower()
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise ConfigError(f"{name}={raw[:20]!r} is not a boolean (use 1 or 0)")
+
+
+def disabled(environ: Mapping[str, str] | None = None) -> bool:
+    """True when the kill switch ``RELOADCTL_AGENT_DISABLE`` is on (bad values count as on)."""
+    try:
+        return env_flag(DISABLE_ENV, environ)
+    except ConfigError:
+        # A kill switch set to anything unexpected should still kill: fail safe.
+        return True
+
+
+def current_program() -> str:
+    """The ``prog`` of this process's socket name: the script or ``-m`` module name."""
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    name = getattr(spec, "name", None)
+    if isinstance(name, str) and name:
+        return program_name(name.removesuffix(".__main__"))
+    argv0 = sys.argv[0] if sys.argv and sys.argv[0] else "python"
+    return program_name(argv0)
+
+
+def default_listen_address(
+    environ: Mapping[str, str] | None = None, *, pid: int | None = None
+) -> Address:
+    """``unix://<socket dir>/<prog>-<pid>.sock`` for this process."""
+    path = default_socket_dir(environ) / socket_name(current_program(), pid or os.getpid())
+    return parse_address(f"unix://{path}")
+
+
+def listen_address(listen: str | None, environ: Mapping[str, str] | None = None) -> Address:
+    """Argument, then ``RELOADCTL_AGENT_LISTEN`` (``1`` = default), then the default socket."""
+    raw = listen if listen is not None else _env(environ).get(LISTEN_ENV, "")
+    raw = raw.strip()
+    if raw in ("", "1"):
+        return default_listen_address(environ)
+    return parse_address(raw)
+
+
+def allow_patterns(
+    allow: Sequence[str] | str | None, environ: Mapping[str, str] | None = None
+) -> tuple[str, ...] | None:
+    """Argument, then ``RELOADCTL_AGENT_ALLOW`` (comma-separated), then ``None`` (allow all)."""
+    if isinstance(allow, str):
+        allow = [allow]
+    if allow is None:
+        raw = _env(environ).get(ALLOW_ENV, "")
+        if not raw.strip():
+            return None
+        allow = raw.split(",")
+    patterns = tuple(p.strip() for p in allow if p.strip())
+    if not patterns:
+        raise ConfigError("the allow list is empty: give at least one module pattern")
+    return patterns
+
+
+def read_only_mode(read_only: bool | None, environ: Mapping[str, str] | None = None) -> bool:
+    """Argument, then ``RELOADCTL_AGENT_READ_ONLY``, then False."""
+    if read_only is not None:
+        return bool(read_only)
+    return env_flag(READ_ONLY_ENV, environ)
+
+
+def max_connections(environ: Mapping[str, str] | None = None) -> int:
+    """``RELOADCTL_AGENT_MAX_CONNECTIONS`` (1..1024), else the default."""
+    raw = _env(environ).get(MAX_CONNECTIONS_ENV, "").strip()
+    if not raw:
+        return DEFAULT_MAX_CONNECTIONS
+    if not raw.isdigit() or not 1 <= int(raw) <= 1024:
+        raise ConfigError(f"{MAX_CONNECTIONS_ENV}={raw[:20]!r} must be a number in 1..1024")
+    return int(raw)
+
+
+def agent_secret(
+    secret: Secret | bytes | str | None,
+    secret_file: str | os.PathLike[str] | None,
+    environ: Mapping[str, str] | None = None,
+) -> Secret | None:
+    """Argument, then secret file, then ``RELOADCTL_SECRET_FILE``, then ``RELOADCTL_SECRET``."""
+    return load_secret(secret, secret_file=secret_file, environ=_env(environ))
+
+
+def build_config(
+    listen: str | None = None,
+    *,
+    secret: Secret | bytes | str | None = None,
+    secret_file: str | os.PathLike[str] | None = None,
+    allow: Sequence[str] | str | None = None,
+    read_only: bool | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> AgentConfig:
+    """Resolve every setting; refuse TCP without a secret.
+
+    Raises:
+        ConfigError: a bad address, allow list or variable (``AddressError``,
+            ``SecretError`` are subclasses).
+    """
+    address = listen_address(listen, environ)
+    the_secret = agent_secret(secret, secret_file, environ)
+    if address.scheme == "tls":
+        raise ConfigError(
+            "tls:// listening is not supported by the agent yet: use a unix socket, or tcp "
+            "with a secret inside a private network"
+        )
+    if address.scheme == "tcp" and the_secret is None:
+        raise SecretError(
+            f"refusing to listen on {address} without a secret: set RELOADCTL_SECRET_FILE "
+            "to a chmod 600 file (or pass secret_file=...), or listen on a unix socket"
+        )
+    return AgentConfig(
+        listen=address,
+        secret=the_secret,
+        allow=allow_patterns(allow, environ),
+        read_only=read_only_mode(read_only, environ),
+        max_connections=max_connections(environ),
+    )
+
+
+def ensure_private_dir(path: Path) -> None:
+    """Create ``path`` as a 0700 directory, or check that an existing one is private.
+
+    Raises:
+        ConfigError: it exists but is a symlink, not a directory, owned by another user, or
+            accessible by group/others.
+    """
+    try:
+        path.mkdir(mode=0o700, parents=False)
+    except FileExistsError:
+        pass
+    except FileNotFoundError:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path.mkdir(mode=0o700, exist_ok=True)
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode):
+        raise ConfigError(f"socket directory {path} is not a directory (or is a symlink)")
+    if st.st_uid != os.getuid():
+        raise ConfigError(
+            f"socket directory {path} belongs to uid {st.st_uid}, not to us "
+            f"(uid {os.getuid()}); refusing to use it"
+        )
+    if stat.S_IMODE(st.st_mode) & 0o077:
+        raise ConfigError(
+            f"socket directory {path} has mode {stat.S_IMODE(st.st_mode):04o}; "
+            f"it must be private: chmod 700 {path}"
+        )

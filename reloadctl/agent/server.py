@@ -1,0 +1,325 @@
+"""The agent's rpyc server: authentication before rpyc, capped frames, bounded connections.
+
+Rules:
+1. Every accepted socket first passes our authenticator, in its own daemon thread named
+   ``reloadctl-conn``: unix peers must have our uid or be root (``SO_PEERCRED``); then the
+   HMAC handshake of ``proto.auth`` (mandatory on TCP, and on unix when a secret is set)
+   completes within ``handshake_timeout_s`` in total, before rpyc reads a single byte.
+2. A rejected socket is closed by us (rpyc 6.0.2 only shuts it down), and every failure is
+   converted to rpyc's ``AuthenticationError`` so that nothing reaches
+   ``threading.excepthook`` (the host's stderr).
+3. After authentication rpyc reads through ``CappedChannel``: a frame longer than
+   ``MAX_RPYC_FRAME`` or marked compressed drops the connection before any allocation or
+   decompression; we never compress either.
+4. At most ``max_connections`` sockets are served at once and at most ``max_handshakes`` of
+   them may still be in the handshake; an extra socket is closed at once, without a thread.
+5. rpyc logs through ``reloadctl.agent.rpyc``; a connection that breaks in any way is logged
+   and closed, never raised; the listener has no timeout (an idle agent never wakes up).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Final
+
+from rpyc.core.channel import Channel
+from rpyc.core.stream import SocketStream
+from rpyc.utils.authenticators import AuthenticationError as RpycAuthenticationError
+from rpyc.utils.server import ThreadedServer
+
+from reloadctl.agent.config import AgentConfig
+from reloadctl.errors import AuthenticationError, RemoteProtocolError
+from reloadctl.proto import auth, codec
+
+log = logging.getLogger(__name__)
+rpyc_log = logging.getLogger("reloadctl.agent.rpyc")
+
+#: rpyc wraps our byte payloads (brine + a request header): leave room for that.
+MAX_RPYC_FRAME: Final = codec.MAX_MESSAGE_BYTES + 64 * 1024
+#: Seconds a reply may take to reach a client that stopped reading (rpyc's own timer).
+SYNC_REQUEST_TIMEOUT_S: Final = 30.0
+_PEERCRED: Final = struct.Struct("3i")
+_RETRY_ACCEPT: Final = frozenset(
+    {errno.EINTR, errno.EAGAIN, errno.ECONNABORTED, errno.EPROTO, errno.EPERM}
+)
+_OUT_OF_FDS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+
+
+def hardened_protocol_config() -> dict[str, Any]:
+    """rpyc settings for the agent: nothing reachable but the two byte methods."""
+    return {
+        "allow_safe_attrs": False,
+        "allow_exposed_attrs": False,
+        "allow_public_attrs": False,
+        "allow_all_attrs": False,
+        "allow_getattr": True,  # only through the service's own _rpyc_getattr
+        "allow_setattr": False,
+        "allow_delattr": False,
+        "allow_pickle": False,
+        "include_local_traceback": False,
+        "include_local_version": False,
+        "import_custom_exceptions": False,
+        "instantiate_custom_exceptions": False,
+        "instantiate_oldstyle_exceptions": False,
+        "propagate_SystemExit_locally": False,
+        "propagate_KeyboardInterrupt_locally": False,
+        "close_catchall": True,
+        "sync_request_timeout": SYNC_REQUEST_TIMEOUT_S,
+        "logger": rpyc_log,
+    }
+
+
+class CappedChannel(Channel):  # type: ignore[misc]
+    """An rpyc channel that refuses oversized and compressed frames (rule 3)."""
+
+    __slots__ = ()
+
+    def __init__(self, stream: Any) -> None:
+        super().__init__(stream, compress=False)
+
+    def recv(self) -> bytes:
+        header = self.stream.read(self.FRAME_HEADER.size)
+        length, compressed = self.FRAME_HEADER.unpack(header)
+        if compressed:
+            raise RemoteProtocolError("compressed rpyc frame refused")
+        if length > MAX_RPYC_FRAME:
+            raise RemoteProtocolError(f"rpyc frame of {length} bytes over {MAX_RPYC_FRAME}")
+        data: bytes = self.stream.read(length + len(self.FLUSHER))
+        return data[: -len(self.FLUSHER)]
+
+
+def peer_uid(sock: socket.socket) -> int:
+    """The uid of the process at the other end of a connected unix socket."""
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
+    _pid, uid, _gid = _PEERCRED.unpack(raw)
+    return int(uid)
+
+
+def uid_allowed(uid: int) -> bool:
+    """A unix peer may talk to us when it runs as our uid or as root."""
+    return uid in (os.getuid(), 0)
+
+
+def _recv_exact_until(sock: socket.socket, deadline: float) -> Callable[[int], bytes]:
+    def recv_exact(n: int) -> bytes:
+        chunks: list[bytes] = []
+        remaining = n
+        while remaining:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("handshake deadline passed")
+            sock.settimeout(left)
+            chunk = sock.recv(remaining)
+            if not chunk:
+                raise EOFError("peer closed during the handshake")
+            chunks.append(chunk)
+            remaining -= len(chunk)
+        return b"".join(chunks)
+
+    return recv_exact
+
+
+def _close_quietly(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+    sock.close()
+
+
+class AgentServer(ThreadedServer):  # type: ignore[misc]
+    """The rpyc server of one agent; construct with ``create_server``."""
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        service_factory: Callable[[], Any],
+        **kwargs: Any,
+    ) -> None:
+        self.agent_config = config
+        self._service_factory = service_factory
+        self._slots = threading.BoundedSemaphore(config.max_connections)
+        self._handshake_slots = threading.BoundedSemaphore(config.max_handshakes)
+        self._threads_lock = threading.Lock()
+        self._threads: set[threading.Thread] = set()
+        self._secret = None if config.secret is None else config.secret.reveal()
+        super().__init__(
+            service_factory,
+            authenticator=self._authenticate,
+            protocol_config=hardened_protocol_config(),
+            logger=rpyc_log,
+            listener_timeout=None,
+            **kwargs,
+        )
+
+    # -- accepting ---------------------------------------------------------------------
+
+    def accept(self) -> None:
+        """Accept one socket and hand it to a connection thread (replaces rpyc's loop body)."""
+        while self.active:
+            try:
+                sock, _addr = self.listener.accept()
+            except OSError as exc:
+                if not self.active:
+                    raise EOFError from None
+                if exc.errno in _RETRY_ACCEPT:
+                    continue
+                if exc.errno in _OUT_OF_FDS:
+                    log.warning("agent accept() failed (%s); pausing 100 ms", exc.strerror)
+                    time.sleep(0.1)
+                    continue
+                log.error("agent listener failed: %s", exc)
+                raise EOFError from None
+            break
+        else:
+            return
+        if not self.active:
+            _close_quietly(sock)
+            return
+        sock.setblocking(True)
+        if not self._slots.acquire(blocking=False):
+            log.warning(
+                "agent refused a connection: %d connections already open",
+                self.agent_config.max_connections,
+            )
+            _close_quietly(sock)
+            return
+        self.clients.add(sock)
+        thread = threading.Thread(
+            target=self._connection_thread, args=(sock,), name="reloadctl-conn", daemon=True
+        )
+        with self._threads_lock:
+            self._threads.add(thread)
+        try:
+            thread.start()
+        except BaseException:  # a failed thread start leaks nothing
+            with self._threads_lock:
+                self._threads.discard(thread)
+            self.clients.discard(sock)
+            self._slots.release()
+            _close_quietly(sock)
+            raise
+
+    def _connection_thread(self, sock: socket.socket) -> None:
+        try:
+            self._authenticate_and_serve_client(sock)
+        except BaseException:  # rule 2: nothing reaches threading.excepthook
+            log.exception("agent connection thread failed")
+        finally:
+            _close_quietly(sock)
+            self.clients.discard(sock)
+            self._slots.release()
+            with self._threads_lock:
+                self._threads.discard(threading.current_thread())
+
+    def _authenticate_and_serve_client(self, sock: socket.socket) -> None:
+        try:
+            sock2, credentials = self.authenticator(sock)
+        except RpycAuthenticationError as exc:
+            log.info("agent rejected a connection: %s", exc)
+            return
+        self._serve_client(sock2, credentials)
+
+    def _serve_client(self, sock: socket.socket, credentials: dict[str, Any]) -> None:
+        peer = credentials.get("peer", "?")
+        conn = None
+        try:
+            config = dict(
+                self.protocol_config,
+                credentials=credentials,
+                endpoints=(sock.getsockname(), sock.getpeername()),
+                logger=rpyc_log,
+            )
+            service = self._service_factory()
+            conn = service._connect(CappedChannel(SocketStream(sock)), config)
+            conn.serve_all()
+        except (RemoteProtocolError, EOFError, OSError) as exc:
+            log.info("agent dropped connection from %s: %s", peer, exc)
+        except Exception as exc:  # noqa: BLE001 - garbage from a peer must never escape
+            log.warning("agent dropped connection from %s: %s: %s", peer, type(exc).__name__, exc)
+        finally:
+            if conn is not None:
+                try:
+                    conn.close()
+                except Exception:  # closing a broken connection
+                    log.debug("error closing a connection", exc_info=True)
+
+    # -- authentication (rule 1, 2) ------------------------------------------------------
+
+    def _authenticate(self, sock: socket.socket) -> tuple[socket.socket, dict[str, Any]]:
+        if not self._handshake_slots.acquire(blocking=False):
+            _close_quietly(sock)
+            raise RpycAuthenticationError("too many pending handshakes")
+        try:
+            return self._handshake(sock)
+        except RpycAuthenticationError:
+            _close_quietly(sock)
+            raise
+        except Exception as exc:  # noqa: BLE001 - rule 2
+            _close_quietly(sock)
+            raise RpycAuthenticationError(f"{type(exc).__name__}: {exc}") from None
+        finally:
+            self._handshake_slots.release()
+
+    def _handshake(self, sock: socket.socket) -> tuple[socket.socket, dict[str, Any]]:
+        deadline = time.monotonic() + self.agent_config.handshake_timeout_s
+        if sock.family == socket.AF_UNIX:
+            uid = peer_uid(sock)
+            if not uid_allowed(uid):
+                raise RpycAuthenticationError(f"unix peer uid {uid} is neither ours nor root")
+            peer = f"unix uid {uid}"
+        else:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            host, port = sock.getpeername()[:2]
+            peer = f"{host}:{port}"
+            if self._secret is None:  # build_config refuses this; never serve TCP openly
+                raise RpycAuthenticationError("tcp without a secret")
+        handshake = auth.ServerHandshake(self._secret)
+        recv_exact = _recv_exact_until(sock, deadline)
+        sock.settimeout(max(0.001, deadline - time.monotonic()))
+        sock.sendall(handshake.hello())
+        try:
+            welcome, session = handshake.respond(auth.read_frame(recv_exact))
+        except AuthenticationError as exc:
+            try:
+                sock.settimeout(0.2)
+                sock.sendall(auth.ServerHandshake.denied())
+            except OSError:
+                pass
+            raise RpycAuthenticationError(f"{peer}: {exc}") from None
+        sock.settimeout(max(0.001, deadline - time.monotonic()))
+        sock.sendall(welcome)
+        sock.settimeout(None)
+        return sock, {"peer": peer, "session": session}
+
+    # -- shutdown --------------------------------------------------------------------------
+
+    def connection_threads(self) -> list[threading.Thread]:
+        """The connection threads still alive (for a bounded join at stop)."""
+        with self._threads_lock:
+            return [t for t in self._threads if t.is_alive()]
+
+
+def create_server(config: AgentConfig, service_factory: Callable[[], Any]) -> AgentServer:
+    """Bind the listener for ``config.listen`` (the caller prepared a unix socket's dir).
+
+    Raises:
+        OSError: the address cannot be bound.
+    """
+    address = config.listen
+    if address.scheme == "unix":
+        server = AgentServer(config, service_factory, socket_path=address.path)
+        try:
+            os.chmod(address.path, 0o600)
+        except OSError:
+            server.close()
+            raise
+        return server
+    ipv6 = ":" in address.host
+    return AgentServer(config, service_factory, hostname=address.host, port=address.port, ipv6=ipv6)
