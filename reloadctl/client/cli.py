@@ -50,6 +50,9 @@ EXIT_AUTH: Final = 4
 EXIT_ABORTED: Final = 5
 EXIT_INTERRUPTED: Final = 130
 
+DEFAULT_TIMEOUT: Final = 30.0
+DEFAULT_CONNECT_TIMEOUT: Final = 2.0
+
 #: Test seam: replaced by tests with a fake transport; None means connection.execute.
 TRANSPORT: Transport | None = None
 
@@ -167,7 +170,11 @@ class Settings:
 
     def merged(self, **values: object) -> Settings:
         """Override with every value that was given (not None/False/0)."""
-        given = {k: v for k, v in values.items() if v not in (None, False, 0)}
+        given = {
+            k: v
+            for k, v in values.items()
+            if v is not None and v is not False and not (k == "verbose" and v == 0)
+        }
         if "verbose" in given:
             given["verbose"] = self.verbose + int(given["verbose"])  # type: ignore[call-overload]
         return replace(self, **given)  # type: ignore[arg-type]
@@ -300,9 +307,11 @@ def _fanout_options(ctx: typer.Context, s: Settings) -> FanoutOptions:
 
     try:
         return FanoutOptions(
-            parallel=s.parallel or default_parallel(),
-            connect_timeout=s.connect_timeout or 2.0,
-            timeout=s.timeout or 30.0,
+            parallel=default_parallel() if s.parallel is None else s.parallel,
+            connect_timeout=DEFAULT_CONNECT_TIMEOUT
+            if s.connect_timeout is None
+            else s.connect_timeout,
+            timeout=DEFAULT_TIMEOUT if s.timeout is None else s.timeout,
             deadline=s.deadline,
         )
     except ValueError as exc:
@@ -350,7 +359,7 @@ def _select(
             all_groups=all_groups,
             local=local,
             inventory=inv,
-            resolve_timeout=s.connect_timeout or 2.0,
+            resolve_timeout=s.connect_timeout or DEFAULT_CONNECT_TIMEOUT,
         )
     except AddressError as exc:
         _usage(ctx, str(exc))
@@ -503,7 +512,7 @@ def reload(
     *,
     modules: Annotated[
         list[str],
-        typer.Argument(help="Dotted module names.", metavar="MODULE", show_default=False),
+        typer.Argument(help="Dotted module names.", metavar="MODULE...", show_default=False),
     ],
     hosts: Hosts = None,
     groups: Groups = None,
@@ -604,7 +613,7 @@ def rollback(
     *,
     modules: Annotated[
         list[str],
-        typer.Argument(help="Dotted module names.", metavar="MODULE", show_default=False),
+        typer.Argument(help="Dotted module names.", metavar="MODULE...", show_default=False),
     ],
     hosts: Hosts = None,
     groups: Groups = None,
@@ -851,7 +860,7 @@ def watch(
     paths: Annotated[
         list[Path],
         typer.Argument(
-            help="Source directories or files to watch.", metavar="PATH", show_default=False
+            help="Source directories or files to watch.", metavar="PATH...", show_default=False
         ),
     ],
     hosts: Hosts = None,

@@ -1,0 +1,278 @@
+"""Fan-out with a fake transport: real threads, real timing bounds, one outcome per target."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+from fakes import FakeAgent, FakeTransport, refused
+
+from reloadctl.client.fanout import (
+    ANSWERED,
+    FanoutOptions,
+    Outcome,
+    modules_loaded_nowhere,
+    run,
+)
+from reloadctl.client.targets import Target
+from reloadctl.errors import (
+    RemoteProtocolError,
+    TargetAuthFailed,
+    TargetTimeout,
+    TargetUnreachable,
+)
+from reloadctl.proto.messages import (
+    AUTH_FAILED,
+    FAILED,
+    NOT_ATTEMPTED,
+    NOT_LOADED,
+    REFUSED,
+    RELOADED,
+    TIMEOUT,
+    UNREACHABLE,
+    ModuleResult,
+    ReloadRequest,
+    StatusRequest,
+)
+
+REQ = ReloadRequest(("shop.pricing", "shop.cart"))
+
+
+def targets(n: int) -> list[Target]:
+    return [Target(f"t{i}", f"tcp://10.0.0.{i}:7878") for i in range(n)]
+
+
+def test_every_target_gets_one_outcome_in_selection_order() -> None:
+    ts = targets(6)
+    agents = {
+        t.address: FakeAgent(
+            {"shop.pricing": RELOADED, "shop.cart": RELOADED}, delay=0.01 * (6 - i)
+        )
+        for i, t in enumerate(ts)
+    }
+    seen: list[str] = []
+    report = run(
+        ts, REQ, transport=FakeTransport(agents), on_outcome=lambda o: seen.append(o.target.name)
+    )
+    assert [o.target.name for o in report.outcomes] == [t.name for t in ts]
+    assert sorted(seen) == sorted(t.name for t in ts)
+    # Completion order is streamed, not selection order: the slowest (t0) comes last.
+    assert seen[-1] == "t0"
+    for o in report.outcomes:
+        assert o.status == ANSWERED
+        assert [r.module for r in o.results] == ["shop.pricing", "shop.cart"]
+
+
+def test_parallelism_is_bounded() -> None:
+    ts = targets(12)
+    fake = FakeTransport({t.address: FakeAgent({"shop.pricing": RELOADED}, delay=0.05) for t in ts})
+    started = time.monotonic()
+    run(ts, ReloadRequest(("shop.pricing",)), options=FanoutOptions(parallel=3), transport=fake)
+    elapsed = time.monotonic() - started
+    assert fake.max_active == 3
+    assert elapsed >= 4 * 0.05 * 0.9  # 12 targets, 3 at a time: at least 4 rounds
+
+
+def test_targets_run_concurrently() -> None:
+    ts = targets(8)
+    fake = FakeTransport({t.address: FakeAgent({"shop.pricing": RELOADED}, delay=0.2) for t in ts})
+    started = time.monotonic()
+    run(ts, ReloadRequest(("shop.pricing",)), options=FanoutOptions(parallel=8), transport=fake)
+    assert time.monotonic() - started < 0.2 * 8 / 2
+
+
+@pytest.mark.parametrize(
+    ("exc", "status"),
+    [
+        (TargetUnreachable("refused"), UNREACHABLE),
+        (TargetTimeout("slow"), TIMEOUT),
+        (TargetAuthFailed("wrong secret"), AUTH_FAILED),
+        (refused(), REFUSED),
+        (RemoteProtocolError("garbage"), FAILED),
+        (RuntimeError("transport bug"), FAILED),
+    ],
+)
+def test_transport_errors_become_per_module_statuses(exc: Exception, status: str) -> None:
+    (t,) = targets(1)
+    report = run([t], REQ, transport=FakeTransport({t.address: FakeAgent(raises=exc)}))
+    (o,) = report.outcomes
+    assert o.status == status
+    assert [(r.module, r.status) for r in o.results] == [
+        ("shop.pricing", status),
+        ("shop.cart", status),
+    ]
+    assert o.error is not None and o.error.type == type(exc).__name__
+    assert all(r.error == o.error for r in o.results)
+
+
+def test_missing_results_are_failed_and_extra_results_kept() -> None:
+    (t,) = targets(1)
+    extra = ModuleResult("shop.views", RELOADED)
+    agent = FakeAgent({"shop.pricing": RELOADED}, drop=("shop.cart",), extra=(extra,))
+    (o,) = run([t], REQ, transport=FakeTransport({t.address: agent})).outcomes
+    assert [(r.module, r.status) for r in o.results] == [
+        ("shop.pricing", RELOADED),
+        ("shop.cart", FAILED),
+        ("shop.views", RELOADED),
+    ]
+    assert o.results[1].error is not None and o.results[1].error.type == "MissingResult"
+
+
+def test_wrong_reply_type_is_failed() -> None:
+    (t,) = targets(1)
+
+    def transport(address: str, request: object, **kw: object) -> object:
+        return ("not", "results")
+
+    (o,) = run([t], REQ, transport=transport).outcomes  # type: ignore[arg-type]
+    assert o.status == FAILED
+    assert o.error is not None and o.error.type == "RemoteProtocolError"
+
+
+def test_status_request_returns_agent_info() -> None:
+    (t,) = targets(1)
+    (o,) = run([t], StatusRequest(), transport=FakeTransport({t.address: FakeAgent()})).outcomes
+    assert o.status == ANSWERED and o.info is not None and o.info.pid == 4242
+    assert o.results == ()
+
+
+def test_target_with_problem_is_unreachable_without_a_call() -> None:
+    t = Target("ghost.invalid", "tcp://ghost.invalid:7878", problem="cannot resolve host")
+    fake = FakeTransport({})
+    (o,) = run([t], REQ, transport=fake).outcomes
+    assert o.status == UNREACHABLE and fake.calls == []
+    assert o.error is not None and o.error.message == "cannot resolve host"
+
+
+def test_hanging_transport_is_abandoned_within_its_budget() -> None:
+    ts = targets(2)
+    hang = threading.Event()
+    agents = {
+        ts[0].address: FakeAgent({"shop.pricing": RELOADED}, block=hang, block_max=5),
+        ts[1].address: FakeAgent({"shop.pricing": RELOADED}),
+    }
+    opts = FanoutOptions(connect_timeout=0.1, timeout=0.2, grace=0.1)
+    started = time.monotonic()
+    try:
+        report = run(
+            ts, ReloadRequest(("shop.pricing",)), options=opts, transport=FakeTransport(agents)
+        )
+    finally:
+        hang.set()
+    elapsed = time.monotonic() - started
+    assert 0.35 <= elapsed < 1.5
+    assert report.outcomes[0].status == TIMEOUT
+    assert report.outcomes[1].status == ANSWERED
+
+
+def test_timeouts_are_passed_to_the_transport_and_clipped_by_the_deadline() -> None:
+    (t,) = targets(1)
+    fake = FakeTransport({t.address: FakeAgent({"shop.pricing": RELOADED})})
+    opts = FanoutOptions(connect_timeout=1.5, timeout=20.0, deadline=3.0)
+    run([t], ReloadRequest(("shop.pricing",)), options=opts, transport=fake)
+    (_, _, connect_timeout, timeout) = fake.calls[0]
+    assert connect_timeout == 1.5
+    assert 2.5 < timeout <= 3.0
+
+
+def test_global_deadline_times_out_in_flight_and_skips_the_rest() -> None:
+    ts = targets(4)
+    hang = threading.Event()
+    agents = {t.address: FakeAgent({"m": RELOADED}, block=hang, block_max=5) for t in ts}
+    opts = FanoutOptions(parallel=2, timeout=10, deadline=0.3)
+    started = time.monotonic()
+    try:
+        report = run(ts, ReloadRequest(("m",)), options=opts, transport=FakeTransport(agents))
+    finally:
+        hang.set()
+    assert time.monotonic() - started < 1.0
+    assert report.deadline_hit
+    assert [o.status for o in report.outcomes] == [TIMEOUT, TIMEOUT, NOT_ATTEMPTED, NOT_ATTEMPTED]
+
+
+def test_cancel_stops_scheduling_and_lets_in_flight_finish() -> None:
+    ts = targets(5)
+    cancel = threading.Event()
+    agents = {t.address: FakeAgent({"m": RELOADED}, delay=0.1) for t in ts}
+
+    def on_outcome(o: Outcome) -> None:
+        cancel.set()  # e.g. --fail-fast after the first outcome
+
+    report = run(
+        ts,
+        ReloadRequest(("m",)),
+        options=FanoutOptions(parallel=2),
+        transport=FakeTransport(agents),
+        on_outcome=on_outcome,
+        cancel=cancel,
+    )
+    statuses = [o.status for o in report.outcomes]
+    assert statuses[:2] == [ANSWERED, ANSWERED]  # in flight when cancelled: finished
+    assert statuses[2:] == [NOT_ATTEMPTED] * 3
+    assert report.cancelled and not report.interrupted
+    assert all(r.status == NOT_ATTEMPTED for o in report.outcomes[2:] for r in o.results)
+
+
+def test_ctrl_c_marks_the_rest_not_attempted() -> None:
+    ts = targets(4)
+    hang = threading.Event()
+    agents = {
+        ts[0].address: FakeAgent({"m": RELOADED}, delay=0.05),
+        ts[1].address: FakeAgent({"m": RELOADED}, block=hang, block_max=5),
+        ts[2].address: FakeAgent({"m": RELOADED}),
+        ts[3].address: FakeAgent({"m": RELOADED}),
+    }
+    timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    started = time.monotonic()
+    try:
+        report = run(
+            ts,
+            ReloadRequest(("m",)),
+            options=FanoutOptions(parallel=2, interrupt_grace=0.3),
+            transport=FakeTransport(agents),
+        )
+    finally:
+        timer.cancel()
+        hang.set()
+    assert report.interrupted
+    assert time.monotonic() - started < 2.0
+    statuses = [o.status for o in report.outcomes]
+    # t0 finished, t1 hung through the grace period, t2 (started when t0 finished) either
+    # finished at once or was in flight; t3 was never started.
+    assert statuses[0] == ANSWERED
+    assert statuses[1] == TIMEOUT
+    assert statuses[3] in (NOT_ATTEMPTED, ANSWERED)
+    assert NOT_ATTEMPTED in statuses or statuses[2:] == [ANSWERED, ANSWERED]
+
+
+def test_modules_loaded_nowhere() -> None:
+    t1, t2 = targets(2)
+
+    def outcome(t: Target, *results: tuple[str, str], status: str = ANSWERED) -> Outcome:
+        return Outcome(t, status, tuple(ModuleResult(m, s) for m, s in results))
+
+    assert modules_loaded_nowhere(
+        [
+            outcome(t1, ("a", NOT_LOADED), ("b", NOT_LOADED), ("c", FAILED)),
+            outcome(t2, ("a", RELOADED), ("b", NOT_LOADED), ("c", NOT_LOADED)),
+        ]
+    ) == ["b"]
+    # A target that did not answer says nothing about what is loaded.
+    assert modules_loaded_nowhere(
+        [
+            outcome(t1, ("a", NOT_LOADED)),
+            outcome(t2, ("a", UNREACHABLE), status=UNREACHABLE),
+        ]
+    ) == ["a"]
+    assert modules_loaded_nowhere([outcome(t1, ("a", UNREACHABLE), status=UNREACHABLE)]) == []
+
+
+def test_options_are_validated() -> None:
+    with pytest.raises(ValueError, match="parallel"):
+        FanoutOptions(parallel=0)
+    with pytest.raises(ValueError, match="deadline"):
+        FanoutOptions(deadline=0)

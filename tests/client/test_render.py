@@ -1,0 +1,169 @@
+"""Golden records and output formats of the renderer."""
+
+from __future__ import annotations
+
+import io
+import json
+
+from reloadctl.client.fanout import ANSWERED, Outcome
+from reloadctl.client.render import Renderer, agent_record, module_record, summarize
+from reloadctl.client.targets import Target
+from reloadctl.proto.messages import (
+    FAILED,
+    RELOADED,
+    UNREACHABLE,
+    Action,
+    AgentInfo,
+    ErrorInfo,
+    ModuleResult,
+    PatchedModule,
+)
+
+T1 = Target("web1", "tcp://10.0.0.1:7878")
+T2 = Target("web2", "tcp://10.0.0.2:7878")
+OK = ModuleResult(
+    "shop.pricing",
+    RELOADED,
+    actions=(Action("patched", "shop.pricing.price", ""), Action("added", "shop.pricing.TAX", "")),
+    warnings=("instances created before reload keep the old class: __slots__ changed",),
+    duration_ms=12.3456,
+)
+BAD = ModuleResult(
+    "shop.pricing",
+    FAILED,
+    ErrorInfo("SyntaxError", "invalid syntax (pricing.py, line 3)", "Traceback (most recent...)"),
+    duration_ms=4.0,
+)
+DOWN_ERR = ErrorInfo("TargetUnreachable", "connection refused")
+DOWN = Outcome(
+    T2,
+    UNREACHABLE,
+    (ModuleResult("shop.pricing", UNREACHABLE, DOWN_ERR, duration_ms=1.0),),
+    error=DOWN_ERR,
+)
+
+
+def test_module_record_golden() -> None:
+    assert module_record("web1", OK) == {
+        "target": "web1",
+        "module": "shop.pricing",
+        "status": "reloaded",
+        "error": None,
+        "duration_ms": 12.346,
+        "actions": [
+            {"kind": "patched", "name": "shop.pricing.price", "detail": ""},
+            {"kind": "added", "name": "shop.pricing.TAX", "detail": ""},
+        ],
+        "warnings": ["instances created before reload keep the old class: __slots__ changed"],
+    }
+    assert module_record("web2", BAD)["error"] == {
+        "type": "SyntaxError",
+        "message": "invalid syntax (pricing.py, line 3)",
+        "traceback": "Traceback (most recent...)",
+    }
+    assert list(module_record("x", BAD)) == [
+        "target",
+        "module",
+        "status",
+        "error",
+        "duration_ms",
+        "actions",
+        "warnings",
+    ]
+
+
+def test_agent_record_golden() -> None:
+    info = AgentInfo(
+        pid=7,
+        program="shop",
+        python="3.11.7",
+        version="0.1.0",
+        started_at=100.0,
+        uptime_s=5.0,
+        address="unix:///run/a.sock",
+        patched=(PatchedModule("shop.pricing", 2, 101.0, True),),
+    )
+    rec = agent_record(Outcome(T1, ANSWERED, info=info, duration_ms=2.0))
+    assert rec == {
+        "target": "web1",
+        "status": "ok",
+        "error": None,
+        "duration_ms": 2.0,
+        "agent": {
+            "pid": 7,
+            "program": "shop",
+            "python": "3.11.7",
+            "version": "0.1.0",
+            "started_at": 100.0,
+            "uptime_s": 5.0,
+            "address": "unix:///run/a.sock",
+            "read_only": False,
+            "patched": [
+                {"module": "shop.pricing", "reloads": 2, "last_reload": 101.0, "diverged": True}
+            ],
+        },
+    }
+
+
+def test_summary_order_is_fixed() -> None:
+    assert list(summarize(["unreachable", "failed", "reloaded", "zzz", "reloaded"]).items()) == [
+        ("reloaded", 2),
+        ("failed", 1),
+        ("unreachable", 1),
+        ("zzz", 1),
+    ]
+
+
+def render(output: str, *outcomes: Outcome, quiet: bool = False) -> tuple[str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    r = Renderer(output, "modules", out, err, total=len(outcomes), quiet=quiet)
+    for o in outcomes:
+        r.outcome(o)
+    r.finish()
+    return out.getvalue(), err.getvalue()
+
+
+def test_ndjson_streams_records_then_summary() -> None:
+    out = io.StringIO()
+    r = Renderer("ndjson", "modules", out, io.StringIO(), total=2)
+    r.outcome(Outcome(T1, ANSWERED, (OK,)))
+    # Written as soon as the target ended, before finish().
+    assert json.loads(out.getvalue())["target"] == "web1"
+    r.outcome(DOWN)
+    r.finish()
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [x.get("status") for x in lines[:2]] == ["reloaded", "unreachable"]
+    assert lines[-1] == {"summary": {"reloaded": 1, "unreachable": 1}}
+
+
+def test_json_is_one_document() -> None:
+    out, _ = render("json", Outcome(T1, ANSWERED, (OK,)), DOWN)
+    doc = json.loads(out)
+    assert doc["summary"] == {"reloaded": 1, "unreachable": 1}
+    assert [r["target"] for r in doc["results"]] == ["web1", "web2"]
+
+
+def test_table_has_columns_warnings_and_recap() -> None:
+    out, err = render("table", Outcome(T1, ANSWERED, (OK,)), Outcome(T2, ANSWERED, (BAD,)))
+    lines = out.splitlines()
+    assert lines[0].split() == ["TARGET", "MODULE", "STATUS", "MS", "DETAIL"]
+    assert lines[1].split()[:3] == ["web1", "shop.pricing", "reloaded"]
+    assert "1 patched, 1 added" in lines[1]
+    assert "SyntaxError: invalid syntax (pricing.py, line 3)" in lines[2]
+    assert "warnings:" in lines
+    assert any("__slots__ changed" in line for line in lines)
+    assert lines[-1] == "2 targets: 1 reloaded, 1 failed"
+    assert err.count("\n") == 2  # one progress line per target
+
+
+def test_quiet_means_no_progress() -> None:
+    _, err = render("ndjson", Outcome(T1, ANSWERED, (OK,)), quiet=True)
+    assert err == ""
+
+
+def test_progress_lines_name_target_and_status() -> None:
+    _, err = render("ndjson", Outcome(T1, ANSWERED, (OK,), duration_ms=3.0), DOWN)
+    lines = err.splitlines()
+    assert lines[0] == "[1/2] web1: shop.pricing reloaded (3.0 ms)"
+    assert lines[1].startswith("[2/2] web2: shop.pricing unreachable")
+    assert "1 reloaded, 1 unreachable" in lines[2]
