@@ -91,7 +91,9 @@ def current_program() -> str:
     main = sys.modules.get("__main__")
     spec = getattr(main, "__spec__", None)
     name = getattr(spec, "name", None)
-    if isinstance(name, str) and name:
+    # Under ``python -m reloadctl.agent`` our own launcher is __main__ until the program
+    # runs; the launcher has already put the program's name in sys.argv[0] then.
+    if isinstance(name, str) and name and not name.startswith("reloadctl."):
         return program_name(name.removesuffix(".__main__"))
     argv0 = sys.argv[0] if sys.argv and sys.argv[0] else "python"
     return program_name(argv0)

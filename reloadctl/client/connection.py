@@ -1,0 +1,320 @@
+"""One request to one agent: connect, authenticate, submit, poll until done, close.
+
+This is the only client module that touches sockets or rpyc (imported lazily, inside
+``execute``, so that ``--help`` and ``targets`` never pay for it).
+
+Rules:
+1. ``execute`` raises only ``TargetUnreachable`` (bad address, connect failed, connection
+   broke), ``TargetTimeout`` (no handshake, or no final answer, before the deadline),
+   ``TargetAuthFailed`` (our secret was rejected or missing, the agent could not prove it
+   knows the secret, or a unix socket is served by another uid), ``TargetRefused`` (the
+   agent answered ``ErrorReply``) and ``RemoteProtocolError`` (the agent sent something the
+   protocol does not allow, including a sealed reply that does not verify).
+2. ``connect_timeout`` bounds connect + handshake; ``timeout`` bounds the whole call,
+   counted from its start. rpyc's ``sync_request_timeout`` is set above it, only as a
+   safety net.
+3. Unix sockets: the agent's uid (``SO_PEERCRED``) must be ours or root. TCP: a MAC is
+   required (no downgrade), TCP_NODELAY is set, compression is off both ways.
+4. The socket is always closed before ``execute`` returns or raises.
+5. The agent's replies are data only: anything but ``bytes`` from rpyc is refused unread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import struct
+import time
+from collections.abc import Callable
+from typing import Any, Final
+
+from reloadctl.errors import (
+    AddressError,
+    AuthenticationError,
+    RemoteProtocolError,
+    TargetAuthFailed,
+    TargetRefused,
+    TargetTimeout,
+    TargetUnreachable,
+)
+from reloadctl.proto import auth, codec
+from reloadctl.proto.address import Address, format_address, parse_address
+from reloadctl.proto.messages import (
+    AgentInfo,
+    ErrorReply,
+    JobAccepted,
+    JobEvents,
+    ModuleResult,
+    PollRequest,
+    ReloadRequest,
+    Reply,
+    RollbackRequest,
+    StatusRequest,
+)
+from reloadctl.secrets import Secret
+
+#: Longest single long-poll; short enough that a dead agent is noticed by rpyc's timer.
+MAX_POLL_WAIT_S: Final = 5.0
+#: rpyc's per-call timer sits this far above our own deadline (rule 2).
+SYNC_TIMEOUT_MARGIN_S: Final = 5.0
+_PEERCRED: Final = struct.Struct("3i")
+
+
+def _client_protocol_config(timeout: float) -> dict[str, Any]:
+    return {
+        "allow_safe_attrs": False,
+        "allow_exposed_attrs": False,
+        "allow_public_attrs": False,
+        "allow_all_attrs": False,
+        "allow_setattr": False,
+        "allow_delattr": False,
+        "allow_pickle": False,
+        "include_local_traceback": False,
+        "include_local_version": False,
+        "import_custom_exceptions": False,
+        "instantiate_custom_exceptions": False,
+        "close_catchall": True,
+        "sync_request_timeout": timeout + SYNC_TIMEOUT_MARGIN_S,
+    }
+
+
+def _connect(addr: Address, connect_timeout: float) -> socket.socket:
+    where = format_address(addr)
+    if addr.scheme == "tls":
+        raise TargetUnreachable(f"{where}: tls:// is not supported yet; use unix:// or tcp://")
+    try:
+        if addr.scheme == "unix":
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.settimeout(connect_timeout)
+                sock.connect(addr.path)
+            except BaseException:
+                sock.close()
+                raise
+            return sock
+        sock = socket.create_connection((addr.host, addr.port), timeout=connect_timeout)
+    except FileNotFoundError:
+        raise TargetUnreachable(f"{where}: no agent socket at {addr.path}") from None
+    except ConnectionRefusedError:
+        raise TargetUnreachable(f"{where}: connection refused (is the agent running?)") from None
+    except PermissionError:
+        raise TargetUnreachable(f"{where}: permission denied") from None
+    except TimeoutError:
+        raise TargetUnreachable(f"{where}: connect timed out after {connect_timeout:g} s") from None
+    except socket.gaierror as exc:
+        raise TargetUnreachable(f"{where}: cannot resolve host: {exc.strerror}") from None
+    except OSError as exc:
+        raise TargetUnreachable(f"{where}: cannot connect: {exc.strerror or exc}") from None
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except OSError:
+        sock.close()
+        raise TargetUnreachable(f"{where}: connection broke while connecting") from None
+    return sock
+
+
+def _check_agent_uid(sock: socket.socket, where: str) -> None:
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
+    _pid, uid, _gid = _PEERCRED.unpack(raw)
+    if uid not in (os.getuid(), 0):
+        raise TargetAuthFailed(
+            f"{where}: the socket is served by uid {uid}, not by you (uid {os.getuid()}) or "
+            "root: refusing to talk to a possible impostor"
+        )
+
+
+def _recv_exact_until(sock: socket.socket, deadline: float, where: str) -> Callable[[int], bytes]:
+    def recv_exact(n: int) -> bytes:
+        chunks: list[bytes] = []
+        remaining = n
+        while remaining:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TargetTimeout(f"{where}: the agent did not complete the handshake in time")
+            sock.settimeout(left)
+            try:
+                chunk = sock.recv(remaining)
+            except TimeoutError:
+                continue
+            except OSError as exc:
+                raise TargetUnreachable(f"{where}: connection broke: {exc.strerror}") from None
+            if not chunk:
+                raise TargetUnreachable(f"{where}: the agent closed the connection")
+            chunks.append(chunk)
+            remaining -= len(chunk)
+        return b"".join(chunks)
+
+    return recv_exact
+
+
+def _handshake(
+    sock: socket.socket, addr: Address, secret: Secret | None, deadline: float
+) -> auth.Session:
+    where = format_address(addr)
+    if addr.scheme == "unix":
+        _check_agent_uid(sock, where)
+    recv_exact = _recv_exact_until(sock, deadline, where)
+    client = auth.ClientHandshake(
+        None if secret is None else secret.reveal(), require_mac=addr.scheme != "unix"
+    )
+    try:
+        proof = client.answer(auth.read_frame(recv_exact))
+        sock.settimeout(max(0.001, deadline - time.monotonic()))
+        sock.sendall(proof)
+        return client.finish(auth.read_frame(recv_exact))
+    except AuthenticationError as exc:
+        raise TargetAuthFailed(f"{where}: {exc}") from None
+    except RemoteProtocolError as exc:
+        raise RemoteProtocolError(f"{where}: bad handshake from the agent: {exc}") from None
+    except TimeoutError:
+        raise TargetTimeout(f"{where}: the agent did not complete the handshake in time") from None
+    except OSError as exc:
+        raise TargetUnreachable(f"{where}: connection broke: {exc.strerror or exc}") from None
+
+
+class _Call:
+    """Seal, send, receive, verify and decode one request over an rpyc method."""
+
+    def __init__(self, method: Any, session: auth.Session, where: str) -> None:
+        self._method = method
+        self._session = session
+        self._where = where
+
+    def __call__(
+        self, request: ReloadRequest | RollbackRequest | StatusRequest | PollRequest
+    ) -> Reply:
+        frame = self._session.seal(codec.encode(request))
+        raw = self._method(frame)
+        if type(raw) is not bytes:
+            raise RemoteProtocolError(f"{self._where}: the agent replied with a non-bytes value")
+        try:
+            payload = self._session.unseal(raw)
+        except AuthenticationError as exc:
+            raise RemoteProtocolError(f"{self._where}: reply rejected: {exc}") from None
+        try:
+            return codec.decode_reply(payload)
+        except RemoteProtocolError as exc:
+            raise RemoteProtocolError(f"{self._where}: {exc}") from None
+
+
+def _refused(where: str, reply: ErrorReply) -> TargetRefused:
+    err = TargetRefused(reply.code, reply.message)
+    err.args = (f"{where}: {reply.code}: {reply.message}",)
+    return err
+
+
+def _converse(
+    submit: _Call,
+    poll: _Call,
+    request: ReloadRequest | RollbackRequest | StatusRequest,
+    deadline: float,
+    where: str,
+) -> AgentInfo | tuple[ModuleResult, ...]:
+    reply = submit(request)
+    if isinstance(reply, ErrorReply):
+        raise _refused(where, reply)
+    if isinstance(request, StatusRequest):
+        if not isinstance(reply, AgentInfo):
+            raise RemoteProtocolError(f"{where}: status answered with {type(reply).__name__}")
+        return reply
+    if not isinstance(reply, JobAccepted):
+        raise RemoteProtocolError(f"{where}: submit answered with {type(reply).__name__}")
+    job = reply.job
+    results: list[ModuleResult] = []
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TargetTimeout(
+                f"{where}: job {job} not finished in time; it keeps running in the agent "
+                "(it completes or rolls back as a whole)"
+            )
+        events = poll(PollRequest(job, len(results), max(0.0, min(MAX_POLL_WAIT_S, left - 0.05))))
+        if isinstance(events, ErrorReply):
+            raise _refused(where, events)
+        if not isinstance(events, JobEvents) or events.job != job:
+            raise RemoteProtocolError(f"{where}: poll answered with an unexpected reply")
+        if events.cursor != len(results) + len(events.results):
+            raise RemoteProtocolError(f"{where}: poll cursor does not match its results")
+        results.extend(events.results)
+        if events.done:
+            return tuple(results)
+
+
+def execute(
+    address: str,
+    request: ReloadRequest | RollbackRequest | StatusRequest,
+    *,
+    secret: Secret | None,
+    connect_timeout: float,
+    timeout: float,
+) -> AgentInfo | tuple[ModuleResult, ...]:
+    """Run ``request`` on the agent at ``address`` and return its answer.
+
+    Args:
+        address: an agent address (``unix:///p``, ``tcp://h:p``, ``host[:port]``).
+        request: status (answered with ``AgentInfo``) or a reload/rollback (answered with
+            one ``ModuleResult`` per module, in the agent's order).
+        secret: the shared secret, or None (enough for a unix agent without one).
+        connect_timeout: seconds for connect + handshake.
+        timeout: seconds for the whole call, from now.
+
+    Raises:
+        TargetUnreachable, TargetTimeout, TargetAuthFailed, TargetRefused,
+        RemoteProtocolError: see rule 1.
+    """
+    start = time.monotonic()
+    deadline = start + timeout
+    try:
+        addr = parse_address(address)
+    except AddressError as exc:
+        raise TargetUnreachable(str(exc)) from None
+    where = format_address(addr)
+    sock = _connect(addr, max(0.001, min(connect_timeout, timeout)))
+    try:
+        handshake_deadline = min(deadline, time.monotonic() + connect_timeout)
+        session = _handshake(sock, addr, secret, handshake_deadline)
+        return _serve(sock, session, request, deadline=deadline, where=where, timeout=timeout)
+    finally:
+        sock.close()
+
+
+def _serve(
+    sock: socket.socket,
+    session: auth.Session,
+    request: ReloadRequest | RollbackRequest | StatusRequest,
+    *,
+    deadline: float,
+    where: str,
+    timeout: float,
+) -> AgentInfo | tuple[ModuleResult, ...]:
+    from rpyc.core.channel import Channel
+    from rpyc.core.stream import SocketStream
+    from rpyc.utils.factory import connect_channel
+
+    # rpyc retries reads on a socket timeout; a write that stalls this long breaks the call.
+    sock.settimeout(max(0.001, deadline - time.monotonic()) + SYNC_TIMEOUT_MARGIN_S)
+    conn = connect_channel(
+        Channel(SocketStream(sock), compress=False), config=_client_protocol_config(timeout)
+    )
+    try:
+        root = conn.root
+        submit = _Call(root.submit, session, where)
+        poll = _Call(root.poll, session, where)
+        return _converse(submit, poll, request, deadline, where)
+    except (TargetAuthFailed, TargetRefused, TargetTimeout, TargetUnreachable, RemoteProtocolError):
+        raise
+    except TimeoutError:
+        raise TargetTimeout(f"{where}: the agent did not answer in time") from None
+    except (EOFError, OSError) as exc:
+        raise TargetUnreachable(f"{where}: connection broke: {exc or type(exc).__name__}") from None
+    except Exception as exc:  # noqa: BLE001 - rpyc raises the agent's exceptions as dynamic classes
+        raise RemoteProtocolError(
+            f"{where}: the agent raised {type(exc).__name__} instead of answering"
+        ) from None
+    finally:
+        # Shut the socket first: rpyc's polite close waits for a reply, and a hung agent
+        # would hold us for the whole sync timeout. A shut socket makes close() immediate.
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+        conn.close()
