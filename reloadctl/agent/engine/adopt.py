@@ -1,0 +1,58 @@
+"""Matching each new definition to the old object of the same qualname and patching it.
+
+Rules:
+1. Old and new objects are matched by ``__module__`` + ``__qualname__``, never by the name
+   they are bound to (an alias ``f = foo`` must not make ``foo`` run ``bar``'s code).
+2. A match keeps the old object (patched in place) whenever that is safe; otherwise the new
+   object is used, the action is ``replaced`` and a warning says why.
+3. Each new object is decided once (``Context.memo``), however many names refer to it.
+"""
+
+from __future__ import annotations
+
+from types import FunctionType
+from typing import Any
+
+from reloadctl.agent.engine.classes import adopt_class
+from reloadctl.agent.engine.context import Context, hasattr_safe
+from reloadctl.agent.engine.functions import adopt_function, adopt_wrapper, repoint_cells
+
+
+def adopt(ctx: Context, new: Any) -> Any:
+    """Return the object that should stand for ``new`` (see the module rules)."""
+    if id(new) in ctx.memo:
+        return ctx.memo[id(new)]
+    if not ctx.is_new(new):
+        return new
+    qualname = getattr(new, "__qualname__", None)
+    module = getattr(new, "__module__", None)
+    old = ctx.old.get(qualname) if module == ctx.module and isinstance(qualname, str) else None
+    if old is None or old is new:
+        ctx.choose(new, new)
+        _fix_new(ctx, new)
+        return new
+    if isinstance(new, FunctionType) and isinstance(old, FunctionType):
+        return adopt_function(ctx, old, new, adopt)
+    if isinstance(new, type) and isinstance(old, type):
+        return adopt_class(ctx, old, new, adopt)
+    if (
+        not isinstance(new, (FunctionType, type))
+        and type(old) is type(new)
+        and hasattr_safe(new, "__wrapped__")
+        and hasattr_safe(old, "__wrapped__")
+    ):
+        return adopt_wrapper(ctx, old, new, adopt)
+    ctx.choose(new, new)
+    ctx.act("replaced", str(qualname), f"was {type(old).__name__}, now {type(new).__name__}")
+    ctx.warn(
+        f"{ctx.label(str(qualname))} changed kind ({type(old).__name__} -> "
+        f"{type(new).__name__}): references held from before keep the old object"
+    )
+    _fix_new(ctx, new)
+    return new
+
+
+def _fix_new(ctx: Context, new: Any) -> None:
+    """Point closure cells of a new function (or class's methods) at live objects."""
+    if isinstance(new, FunctionType):
+        repoint_cells(ctx, new)

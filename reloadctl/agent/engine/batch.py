@@ -1,0 +1,345 @@
+"""The engine's public operations: reload a batch of modules as one transaction, roll back,
+and list what was patched.
+
+Rules:
+1. One result per distinct requested name, in request order; a module that fails never
+   makes these functions raise (only programmer errors do, e.g. a non-str name).
+2. Resolving, reading, compiling and planning happen outside the reload lock; applying,
+   rolling back and reading history happen inside it.
+3. A batch is all or nothing: when one module fails (compile, body, hook, apply), every
+   module already applied in the call is undone and reported ``failed`` with error type
+   ``RolledBack`` naming the module that failed; modules not yet applied are reported the
+   same way ("not applied").
+4. Unchanged source (same digest as the version the engine applied, or, for a module the
+   engine never ran, proven identical to what is live) is ``unchanged``: nothing executed.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable, Sequence
+
+from reloadctl.agent.engine import history
+from reloadctl.agent.engine.dependents import rebind_dependents
+from reloadctl.agent.engine.namespace import Applied, HookFailed, apply_module
+from reloadctl.agent.engine.order import dependency_order
+from reloadctl.agent.engine.plan import plan_actions, proven_unchanged
+from reloadctl.agent.engine.resolve import Target, failure, loaded_module, prepare
+from reloadctl.agent.engine.source import digest_text, read_source
+from reloadctl.proto.messages import (
+    FAILED,
+    RELOADED,
+    UNCHANGED,
+    Action,
+    ErrorInfo,
+    ModuleResult,
+    PatchedModule,
+)
+
+_ROLLED_BACK = "RolledBack"
+
+
+def _distinct(names: Iterable[str]) -> list[str]:
+    if isinstance(names, (str, bytes)):
+        raise TypeError("names must be an iterable of module names, not a single string")
+    seen: dict[str, None] = {}
+    for name in names:
+        if not isinstance(name, str):
+            raise TypeError(f"module names must be str, not {type(name).__name__}")
+        seen.setdefault(name, None)
+    return list(seen)
+
+
+def _allow(allow: Sequence[str] | None) -> tuple[str, ...] | None:
+    if allow is None:
+        return None
+    if isinstance(allow, str):
+        return (allow,)
+    patterns = tuple(allow)
+    for pattern in patterns:
+        if not isinstance(pattern, str):
+            raise TypeError(f"allow patterns must be str, not {type(pattern).__name__}")
+    return patterns
+
+
+def _ms(start: float) -> float:
+    return round((time.perf_counter() - start) * 1000.0, 3)
+
+
+def _with_duration(result: ModuleResult, ms: float) -> ModuleResult:
+    return ModuleResult(
+        result.module, result.status, result.error, result.actions, result.warnings, ms
+    )
+
+
+def _rolled_back(
+    name: str, culprit: str, error: ErrorInfo, *, applied: bool, ms: float
+) -> ModuleResult:
+    verb = "rolled back" if applied else "not applied"
+    message = f"{verb}: {culprit} failed ({error.type}) in the same batch"
+    return ModuleResult(name, FAILED, ErrorInfo(_ROLLED_BACK, message), duration_ms=ms)
+
+
+def reload_modules(
+    names: Iterable[str],
+    *,
+    dry_run: bool = False,
+    dependents: bool = False,
+    allow: Sequence[str] | None = None,
+) -> list[ModuleResult]:
+    """Reload ``names`` in this process as one transaction and report each module.
+
+    Args:
+        names: dotted module names, in any order (applied in dependency order).
+        dry_run: resolve, compile and plan only; nothing is executed or changed.
+        dependents: also rebind ``from m import NAME`` copies in other loaded modules.
+        allow: fnmatch patterns; a module matching none is refused. None allows all.
+
+    Returns:
+        One ``ModuleResult`` per distinct name, in request order.
+
+    Raises:
+        TypeError: a name or pattern is not a str (a programmer error).
+    """
+    requested = _distinct(names)
+    patterns = _allow(allow)
+    started: dict[str, float] = {}
+    spent: dict[str, float] = {}
+    prepared: dict[str, Target | ModuleResult] = {}
+    for name in requested:
+        started[name] = time.perf_counter()
+        prepared[name] = prepare(name, patterns)
+        spent[name] = _ms(started[name])
+    if dry_run:
+        return [_dry_run(prepared[name], spent[name]) for name in requested]
+    with history.LOCK:
+        return _apply_batch(requested, prepared, spent, patterns, dependents)
+
+
+def _dry_run(item: Target | ModuleResult, ms: float) -> ModuleResult:
+    start = time.perf_counter()
+    if isinstance(item, ModuleResult):
+        return _with_duration(item, ms)
+    with history.LOCK:
+        record = history.lookup(item.name, item.module)
+    if _is_unchanged(item, record):
+        return ModuleResult(item.name, UNCHANGED, duration_ms=ms + _ms(start))
+    actions = plan_actions(item, record.defined if record else None)
+    return ModuleResult(item.name, RELOADED, actions=actions, duration_ms=ms + _ms(start))
+
+
+def _is_unchanged(target: Target, record: history.ModuleRecord | None) -> bool:
+    if record is not None:
+        return record.digest == target.source.digest
+    return proven_unchanged(target)
+
+
+def _apply_batch(
+    requested: list[str],
+    prepared: dict[str, Target | ModuleResult],
+    spent: dict[str, float],
+    patterns: tuple[str, ...] | None,
+    dependents: bool,
+) -> list[ModuleResult]:
+    results: dict[str, ModuleResult] = {}
+    targets: list[Target] = []
+    for name in requested:
+        item = prepared[name]
+        if isinstance(item, Target) and item.module is not _live(name):
+            # replaced in sys.modules while we compiled: resolve again, now under the lock
+            start = time.perf_counter()
+            item = prepare(name, patterns)
+            spent[name] += _ms(start)
+        if isinstance(item, ModuleResult):
+            results[name] = _with_duration(item, spent[name])
+            continue
+        start = time.perf_counter()
+        if _is_unchanged(item, history.lookup(name, item.module)):
+            results[name] = ModuleResult(name, UNCHANGED, duration_ms=spent[name] + _ms(start))
+        else:
+            spent[name] += _ms(start)
+            targets.append(item)
+    culprit = next((r for r in results.values() if r.status == FAILED and r.error), None)
+    if culprit is not None and culprit.error is not None:
+        for t in targets:
+            results[t.name] = _rolled_back(
+                t.name, culprit.module, culprit.error, applied=False, ms=spent[t.name]
+            )
+        return [results[name] for name in requested]
+    done: list[tuple[Target, Applied]] = []
+    ordered = dependency_order(targets)
+    for index, t in enumerate(ordered):
+        start = time.perf_counter()
+        record = history.lookup(t.name, t.module)
+        try:
+            applied = apply_module(t, record.defined if record else None)
+        except BaseException as exc:  # noqa: BLE001 - a module body may raise anything
+            spent[t.name] += _ms(start)
+            _fail_batch(t.name, exc, done, ordered[index + 1 :], results=results, spent=spent)
+            return [results[name] for name in requested]
+        spent[t.name] += _ms(start)
+        done.append((t, applied))
+    hook_actions: dict[str, list[Action]] = {}
+    for t, applied in done:
+        hook = vars(t.module).get("__reload__")
+        if not callable(hook):
+            continue
+        start = time.perf_counter()
+        try:
+            hook(applied.snapshot)
+        except BaseException as exc:  # noqa: BLE001 - a hook may raise anything
+            spent[t.name] += _ms(start)
+            _fail_batch(t.name, exc, done, [], results=results, spent=spent)
+            return [results[name] for name in requested]
+        spent[t.name] += _ms(start)
+        hook_actions.setdefault(t.name, []).append(Action("hook", f"{t.name}.__reload__"))
+    rebound: dict[str, list[Action]] = {}
+    if dependents and done:
+        rebound = rebind_dependents(
+            [(t.name, a.snapshot, vars(t.module), a.undo) for t, a in done],
+            frozenset(t.name for t, _ in done),
+        )
+    for t, applied in done:
+        history.commit(
+            t.name,
+            t.module,
+            loader=t.spec.loader,
+            digest=t.source.digest,
+            defined=applied.defined,
+            undo=applied.undo,
+        )
+        actions = (
+            applied.actions + tuple(hook_actions.get(t.name, ())) + tuple(rebound.get(t.name, ()))
+        )
+        results[t.name] = ModuleResult(
+            t.name, RELOADED, None, actions, applied.warnings, spent[t.name]
+        )
+    return [results[name] for name in requested]
+
+
+def _live(name: str) -> object:
+    import sys
+
+    return sys.modules.get(name)
+
+
+def _fail_batch(
+    name: str,
+    exc: BaseException,
+    done: list[tuple[Target, Applied]],
+    pending: Sequence[Target],
+    *,
+    results: dict[str, ModuleResult],
+    spent: dict[str, float],
+) -> None:
+    """Rule 3: undo every applied module and report the batch."""
+    for _t, applied in reversed(done):
+        applied.undo.revert()
+    cause = exc.__cause__ if isinstance(exc, HookFailed) and exc.__cause__ else exc
+    result = failure(name, cause, duration_ms=spent[name])
+    if isinstance(exc, HookFailed) and result.error is not None:
+        result = ModuleResult(
+            name,
+            FAILED,
+            ErrorInfo(result.error.type, f"{exc}: {result.error.message}", result.error.traceback),
+            duration_ms=spent[name],
+        )
+    results[name] = result
+    assert result.error is not None
+    for t, _ in done:
+        if t.name != name:
+            results[t.name] = _rolled_back(
+                t.name, name, result.error, applied=True, ms=spent[t.name]
+            )
+    for t in pending:
+        results[t.name] = _rolled_back(t.name, name, result.error, applied=False, ms=spent[t.name])
+
+
+def rollback_modules(
+    names: Iterable[str], *, allow: Sequence[str] | None = None
+) -> list[ModuleResult]:
+    """Return each module to exactly the state before its last successful reload.
+
+    All or nothing: when any requested module has nothing to roll back (never reloaded by
+    this engine, or already rolled back), none is touched. Results have status
+    ``reloaded`` with ``restored`` actions; the others ``refused``/``not_loaded``.
+
+    Raises:
+        TypeError: a name or pattern is not a str (a programmer error).
+    """
+    requested = _distinct(names)
+    patterns = _allow(allow)
+    results: dict[str, ModuleResult] = {}
+    with history.LOCK:
+        todo: list[tuple[str, history.ModuleRecord]] = []
+        for name in requested:
+            start = time.perf_counter()
+            found = loaded_module(name, patterns)
+            if isinstance(found, ModuleResult):
+                results[name] = _with_duration(found, _ms(start))
+                continue
+            record = history.lookup(name, found)
+            if record is None or record.undo is None:
+                why = (
+                    "was never reloaded by this agent"
+                    if record is None
+                    else "was already rolled back"
+                )
+                results[name] = ModuleResult(
+                    name,
+                    "refused",
+                    ErrorInfo("Refused", f"nothing to roll back: {name} {why}"),
+                    duration_ms=_ms(start),
+                )
+                continue
+            todo.append((name, record))
+        if any(r.status != "not_loaded" for r in results.values()):
+            blocker = next(n for n, r in results.items() if r.status != "not_loaded")
+            for name, _record in todo:
+                results[name] = ModuleResult(
+                    name,
+                    FAILED,
+                    ErrorInfo(_ROLLED_BACK, f"not rolled back: {blocker} cannot be rolled back"),
+                )
+            return [results[name] for name in requested]
+        for name, record in sorted(todo, key=lambda item: item[1].sequence, reverse=True):
+            start = time.perf_counter()
+            undo = record.undo
+            assert undo is not None
+            labels = undo.labels
+            undo.revert()
+            history.rolled_back(record)
+            actions = tuple(Action("restored", label) for label in labels)
+            results[name] = ModuleResult(name, RELOADED, actions=actions, duration_ms=_ms(start))
+    return [results[name] for name in requested]
+
+
+def patched_modules() -> list[PatchedModule]:
+    """Every module this engine patched since process start, with whether the source on
+    disk now differs from what runs (``diverged``; None when it cannot be read)."""
+    with history.LOCK:
+        entries = [
+            (name, r.loader, r.digest, r.reloads, r.last_reload) for name, r in history.records()
+        ]
+    out: list[PatchedModule] = []
+    for name, loader, digest, reloads, last in entries:
+        diverged: bool | None
+        try:
+            source = read_source(loader, name)
+            diverged = None if source is None else source.digest != digest
+        except (OSError, ImportError):
+            diverged = True if not _exists(loader, name) else None
+        out.append(PatchedModule(name, reloads, last, diverged))
+    return out
+
+
+def _exists(loader: object, name: str) -> bool:
+    get_filename = getattr(loader, "get_filename", None)
+    try:
+        return bool(callable(get_filename) and os.path.exists(get_filename(name)))
+    except Exception:  # noqa: BLE001 - a loader's own error means "cannot tell"
+        return False
+
+
+__all__ = ["digest_text", "patched_modules", "reload_modules", "rollback_modules"]

@@ -1,0 +1,224 @@
+"""Patching classes in place: members copied onto the old class, or a replacement + warning.
+
+Rules:
+1. The old class keeps its identity when its layout is the same: same metaclass, same bases
+   (new bases mapped to the old classes they stand for), same ``__slots__`` and instance
+   size. Otherwise the new class replaces it and a warning says that instances created
+   before the reload keep the old class. ``__class__`` is never assigned across layouts.
+2. Every member of the new class body goes onto the old class (methods patched in place
+   where possible, properties, class/static methods, attributes, nested classes
+   recursively); members the new body does not define are deleted from the old class.
+   Generated members (dataclass ``__init__``/``__repr__``/fields, pydantic validators)
+   travel the same way, so a re-decorated class is complete on the old object.
+3. Per-class state that belongs to the old class object stays (``_abc_impl``, slot
+   descriptors, ``__dict__``/``__weakref__`` descriptors).
+4. The whole class dict is recorded before the first change, so undo restores it exactly.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Callable
+from types import FunctionType, GetSetDescriptorType, MemberDescriptorType
+from typing import Any, Final
+
+from reloadctl.agent.engine.context import Context
+from reloadctl.agent.engine.functions import repoint_member, same
+
+log = logging.getLogger(__name__)
+
+Adopt = Callable[[Context, Any], Any]
+
+#: Class-dict keys that are never copied, restored or deleted (rule 3).
+_NEVER: Final = frozenset({"__dict__", "__weakref__"})
+#: Keys whose old value belongs to the old class object and is kept when both have one.
+_KEEP_OLD: Final = frozenset({"_abc_impl"})
+_MISSING: Final = object()
+
+
+def record_class(ctx: Context, cls: type) -> None:
+    """Rule 4: record ``cls``'s dict so undo can restore it exactly."""
+    snapshot = {k: v for k, v in cls.__dict__.items() if k not in _NEVER}
+    label = ctx.label(cls.__qualname__)
+
+    def undo() -> None:
+        for key in [k for k in cls.__dict__ if k not in snapshot and k not in _NEVER]:
+            type.__delattr__(cls, key)
+        for key, value in snapshot.items():
+            if cls.__dict__.get(key, _MISSING) is not value:
+                type.__setattr__(cls, key, value)
+
+    ctx.undo.record(undo, label)
+
+
+def layout_change(ctx: Context, old: type, new: type, adopt: Adopt) -> str:
+    """Why ``new`` cannot be poured into ``old`` (rule 1), or ``""`` when it can."""
+    if resolve(ctx, type(new), adopt) is not type(old):
+        return "metaclass changed"
+    if resolve_bases(ctx, new, adopt) != old.__bases__:
+        return "bases changed"
+    if _slots(old) != _slots(new):
+        return "__slots__ changed"
+    if (old.__basicsize__, old.__itemsize__) != (new.__basicsize__, new.__itemsize__):
+        return "instance layout changed"
+    return ""
+
+
+def resolve(ctx: Context, obj: Any, adopt: Adopt) -> Any:
+    """The object standing for ``obj``, adopting it first if it is a new definition."""
+    if isinstance(obj, type) and getattr(obj, "__module__", None) == ctx.module and ctx.is_new(obj):
+        return adopt(ctx, obj)
+    return ctx.resolved(obj)
+
+
+def resolve_bases(ctx: Context, new: type, adopt: Adopt) -> tuple[type, ...]:
+    """``new.__bases__`` with every new class replaced by the class standing for it."""
+    return tuple(resolve(ctx, base, adopt) for base in new.__bases__)
+
+
+def _slots(cls: type) -> tuple[str, ...] | None:
+    slots = cls.__dict__.get("__slots__", None)
+    if slots is None:
+        return None
+    if isinstance(slots, str):
+        return (slots,)
+    try:
+        return tuple(slots)
+    except TypeError:
+        return (repr(slots),)
+
+
+def adopt_class(ctx: Context, old: type, new: type, adopt: Adopt) -> type:
+    """Pour ``new`` into ``old`` and return ``old``, or return ``new`` with a warning."""
+    from reloadctl.agent.engine.enums import adopt_enum, is_enum
+
+    if is_enum(old) or is_enum(new):
+        return adopt_enum(ctx, old, new, adopt)
+    # decided before looking at members, so self-references inside the body resolve
+    ctx.choose(new, old)
+    reason = layout_change(ctx, old, new, adopt)
+    if reason:
+        return replace_class(ctx, old, new, reason, adopt)
+    record_class(ctx, old)
+    ctx.kept_classes.append((new, old))
+    copy_members(ctx, old, new, adopt, skip=frozenset())
+    _rebuild_pydantic(ctx, old, new)
+    return old
+
+
+def replace_class(ctx: Context, old: type, new: type, reason: str, adopt: Adopt) -> type:
+    """Let ``new`` take ``old``'s place (rule 1) and report it."""
+    qualname = new.__qualname__
+    ctx.memo[id(new)] = new
+    fix_new_class(ctx, new, adopt)
+    ctx.act("replaced", qualname, reason)
+    ctx.warn(f"instances created before reload keep the old class {ctx.label(qualname)}: {reason}")
+    return new
+
+
+def fix_new_class(ctx: Context, new: type, adopt: Adopt) -> None:
+    """A class that stays new: base it on the live classes and fix its methods' cells."""
+    bases = resolve_bases(ctx, new, adopt)
+    if bases != new.__bases__:
+        try:
+            new.__bases__ = bases
+        except TypeError:
+            ctx.warn(
+                f"{ctx.label(new.__qualname__)} still derives from the classes of the "
+                "discarded new version: its bases could not be re-pointed"
+            )
+    for value in list(new.__dict__.values()):
+        repoint_member(ctx, value)
+
+
+def copy_members(ctx: Context, old: type, new: type, adopt: Adopt, *, skip: frozenset[str]) -> None:
+    """Rule 2: put ``new``'s members on ``old`` and delete those ``new`` does not define."""
+    prefix = old.__qualname__
+    old_dict = dict(old.__dict__)
+    for key, value in list(new.__dict__.items()):
+        if key in _NEVER or key in skip or (key in _KEEP_OLD and key in old_dict):
+            continue
+        if isinstance(value, (MemberDescriptorType, GetSetDescriptorType)) and (
+            getattr(value, "__objclass__", None) is new
+        ):
+            continue  # slot descriptors of the new layout: the old class has its own
+        current = old_dict.get(key, _MISSING)
+        chosen = _adopt_member(ctx, current, value, adopt)
+        if chosen is current:
+            continue
+        repoint_member(ctx, chosen)
+        type.__setattr__(old, key, chosen)
+        if current is _MISSING:
+            ctx.act("added", f"{prefix}.{key}")
+        elif isinstance(chosen, (FunctionType, type)) and ctx.memo.get(id(chosen)) is chosen:
+            pass  # a definition that could not be kept: adopt() reported it as replaced
+        elif _is_code(chosen) or not same(current, chosen):
+            ctx.act("patched", f"{prefix}.{key}")
+    for key, value in old_dict.items():
+        if key in new.__dict__ or key in _NEVER or key in skip or key in _KEEP_OLD:
+            continue
+        if isinstance(value, (MemberDescriptorType, GetSetDescriptorType)) and (
+            getattr(value, "__objclass__", None) is old
+        ):
+            continue
+        type.__delattr__(old, key)
+        ctx.act("removed", f"{prefix}.{key}")
+
+
+def _is_code(value: Any) -> bool:
+    return isinstance(value, (FunctionType, classmethod, staticmethod, property))
+
+
+def _adopt_member(ctx: Context, current: Any, value: Any, adopt: Adopt) -> Any:
+    """The object that should sit in the old class for the new member ``value``."""
+    if isinstance(value, (FunctionType, type)) or (
+        getattr(value, "__wrapped__", None) is not None and not isinstance(value, property)
+    ):
+        return adopt(ctx, value)
+    if isinstance(value, (classmethod, staticmethod)):
+        inner = adopt(ctx, value.__func__)
+        if type(current) is type(value) and current.__func__ is inner:
+            return current
+        return value
+    if isinstance(value, property) and type(current) is type(value):
+        pairs = [(getattr(current, n), getattr(value, n)) for n in ("fget", "fset", "fdel")]
+        kept = True
+        for old_fn, new_fn in pairs:
+            if (old_fn is None) != (new_fn is None) or (
+                new_fn is not None and adopt(ctx, new_fn) is not old_fn
+            ):
+                kept = False
+        if kept and same(current.__doc__, value.__doc__):
+            return current
+        return value
+    return value
+
+
+def _rebuild_pydantic(ctx: Context, old: type, new: type) -> None:
+    """A pydantic model's validator was built for the new class: rebuild it for the old."""
+    rebuild = getattr(old, "model_rebuild", None)
+    if "__pydantic_validator__" not in new.__dict__ or not callable(rebuild):
+        return
+    try:
+        rebuild(force=True)
+    except Exception as exc:  # the class works; validation may make new-class objects
+        log.debug("model_rebuild of %s failed", ctx.label(old.__qualname__), exc_info=True)
+        ctx.warn(
+            f"{ctx.label(old.__qualname__)}: pydantic model could not be rebuilt on the old "
+            f"class ({type(exc).__name__}); validation may create instances of the new class"
+        )
+
+
+def fix_instance(ctx: Context, value: Any) -> None:
+    """An instance the new body created of a class that was kept: give it the kept class."""
+    cls = type(value)
+    chosen = ctx.memo.get(id(cls))
+    if chosen is None or chosen is cls or not isinstance(chosen, type):
+        return
+    if issubclass(cls, enum.Enum):
+        return
+    try:
+        value.__class__ = chosen
+    except TypeError:
+        return

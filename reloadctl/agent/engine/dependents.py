@@ -1,0 +1,68 @@
+"""``dependents=True``: rebind ``from m import NAME`` copies held by other loaded modules.
+
+Rules:
+1. Only module dicts are looked at (``sys.modules``), never the heap.
+2. A dependent's name is rebound when it still holds the object the reloaded module bound
+   before and the reloaded module now binds another object to that name.
+3. Interned or shared values (small ints, strings, None, tuples...) are only matched under
+   the same name, so an unrelated ``DEBUG = 1`` elsewhere is never touched.
+4. Every rebinding is recorded in the reloaded module's undo log.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable
+from types import ModuleType
+from typing import Any, Final
+
+from reloadctl.agent.engine.undo import UndoLog
+from reloadctl.proto.messages import Action
+
+_SHARED_TYPES: Final = (int, float, complex, str, bytes, bool, type(None), tuple, frozenset)
+
+
+def rebind_dependents(
+    changed: Iterable[tuple[str, dict[str, Any], dict[str, Any], UndoLog]],
+    batch: frozenset[str],
+) -> dict[str, list[Action]]:
+    """Apply rules 1-4 for each ``(module, snapshot, namespace, undo)`` applied.
+
+    Returns the ``rebound`` actions per reloaded module.
+    """
+    index: dict[int, list[tuple[str, str, Any, UndoLog]]] = {}
+    for module, snapshot, ns, undo in changed:
+        for attr, old in snapshot.items():
+            if attr.startswith("__") and attr.endswith("__"):
+                continue
+            new = ns.get(attr, snapshot)
+            if new is snapshot or new is old:
+                continue
+            index.setdefault(id(old), []).append((module, attr, old, undo))
+    actions: dict[str, list[Action]] = {}
+    if not index:
+        return actions
+    for dep_name, dep in list(sys.modules.items()):
+        if dep_name in batch or not isinstance(dep, ModuleType):
+            continue
+        if dep_name == "reloadctl" or dep_name.startswith("reloadctl."):
+            continue
+        try:
+            dep_ns = vars(dep)
+        except TypeError:
+            continue
+        for key, value in list(dep_ns.items()):
+            entries = index.get(id(value))
+            if not entries:
+                continue
+            for module, attr, old, undo in entries:
+                if old is not value:
+                    continue
+                if key != attr and isinstance(value, _SHARED_TYPES):
+                    continue
+                source_ns = vars(sys.modules[module])
+                undo.setitem(dep_ns, key, f"{dep_name}.{key}")
+                dep_ns[key] = source_ns[attr]
+                actions.setdefault(module, []).append(Action("rebound", f"{dep_name}.{key}"))
+                break
+    return actions

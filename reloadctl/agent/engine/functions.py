@@ -1,0 +1,197 @@
+"""Patching functions in place: code, defaults, annotations, wrapper chains, caches, cells.
+
+Rules:
+1. A function is patched in place only when its free variables are the same as the new
+   one's (``__code__`` must fit the closure it already has); otherwise it is replaced and a
+   warning names it.
+2. ``__wrapped__`` chains (``functools.wraps`` decorators, ``lru_cache``) are followed: the
+   wrapped function inside the *old* wrapper is patched, so whoever holds the wrapper runs
+   the new body through the old decoration.
+3. A closure cell of a new function that holds a new object standing for an old one is
+   pointed at the old one (``__class__`` cells for zero-arg ``super()``, dataclass ``cls``).
+4. Nested function code that changed is recorded for the live-closure pass (one heap walk
+   for the whole reload, done only when such code exists).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from types import FunctionType
+from typing import Any
+
+from reloadctl.agent.engine.context import Context
+from reloadctl.agent.engine.source import function_codes
+from reloadctl.agent.engine.undo import FUNCTION_ATTRS
+
+Adopt = Callable[[Context, Any], Any]
+
+
+def same(a: Any, b: Any) -> bool:
+    """Equality that never raises (``==`` of arbitrary defaults may)."""
+    if a is b:
+        return True
+    try:
+        return bool(a == b)
+    except Exception:  # noqa: BLE001 - arbitrary __eq__ (arrays, broken objects)
+        return False
+
+
+def _differs(old: FunctionType, new: FunctionType) -> bool:
+    for name in FUNCTION_ATTRS:
+        if hasattr(new, name) and not same(getattr(old, name, None), getattr(new, name)):
+            return True
+    old_dict = {k: v for k, v in old.__dict__.items() if k != "__wrapped__"}
+    new_dict = {k: v for k, v in new.__dict__.items() if k != "__wrapped__"}
+    return not same(old_dict, new_dict)
+
+
+def adopt_function(ctx: Context, old: FunctionType, new: FunctionType, adopt: Adopt) -> Any:
+    """Patch ``old`` to run ``new``'s code and return it, or return ``new`` (rule 1)."""
+    qualname = new.__qualname__
+    if old.__code__.co_freevars != new.__code__.co_freevars:
+        ctx.choose(new, new)
+        repoint_cells(ctx, new)
+        ctx.act("replaced", qualname, "free variables changed")
+        ctx.warn(
+            f"{ctx.label(qualname)} was replaced, not patched: its free variables changed "
+            f"({', '.join(old.__code__.co_freevars) or 'none'} -> "
+            f"{', '.join(new.__code__.co_freevars) or 'none'}); references held from "
+            "before keep the old code"
+        )
+        return new
+    ctx.choose(new, old)
+    changed = _differs(old, new)
+    old_wrapped = old.__dict__.get("__wrapped__")
+    new_wrapped = new.__dict__.get("__wrapped__")
+    if new_wrapped is not None and old_wrapped is not None:
+        _adopt_wrapped(ctx, old, old_wrapped, new_wrapped, adopt)
+    if old.__code__ != new.__code__:
+        _collect_closures(ctx, old, new)
+    ctx.undo.function(old, ctx.label(qualname))
+    for name in FUNCTION_ATTRS:
+        if hasattr(new, name):
+            setattr(old, name, getattr(new, name))
+    fresh = {
+        key: (ctx.resolved(value) if key == "__wrapped__" else value)
+        for key, value in new.__dict__.items()
+    }
+    old.__dict__.clear()
+    old.__dict__.update(fresh)
+    if changed:
+        ctx.act("patched", qualname)
+    return old
+
+
+def _adopt_wrapped(
+    ctx: Context, wrapper: FunctionType, old_inner: Any, new_inner: Any, adopt: Adopt
+) -> None:
+    """Patch the function inside an old wrapper; re-point the wrapper if it was replaced."""
+    if id(new_inner) in ctx.memo:
+        chosen = ctx.memo[id(new_inner)]
+    elif isinstance(old_inner, FunctionType) and isinstance(new_inner, FunctionType):
+        chosen = adopt_function(ctx, old_inner, new_inner, adopt)
+    elif type(old_inner) is type(new_inner) and hasattr(new_inner, "__wrapped__"):
+        chosen = adopt_wrapper(ctx, old_inner, new_inner, adopt)
+    else:
+        chosen = adopt(ctx, new_inner)
+    if chosen is not old_inner:
+        # the wrapper still calls the old inner object through its closure: re-point it
+        for cell in wrapper.__closure__ or ():
+            try:
+                held = cell.cell_contents
+            except ValueError:
+                continue
+            if held is old_inner:
+                ctx.undo.cell(cell)
+                cell.cell_contents = chosen
+
+
+def adopt_wrapper(ctx: Context, old: Any, new: Any, adopt: Adopt) -> Any:
+    """Keep an old non-function wrapper (``lru_cache``...) when its inner function can be
+    patched in place and its configuration is unchanged; clear its cache. Else replace it."""
+    qualname = str(getattr(new, "__qualname__", "?"))
+    reason = ""
+    params = getattr(new, "cache_parameters", None)
+    old_params = getattr(old, "cache_parameters", None)
+    if callable(params) and callable(old_params) and not same(params(), old_params()):
+        reason = "its cache parameters changed"
+    if not reason:
+        inner_old, inner_new = old.__wrapped__, new.__wrapped__
+        if isinstance(inner_old, FunctionType) and isinstance(inner_new, FunctionType):
+            chosen = adopt_function(ctx, inner_old, inner_new, adopt)
+        else:
+            chosen = adopt(ctx, inner_new)
+        if chosen is not inner_old:
+            reason = "the function it wraps could not be patched in place"
+    if reason:
+        ctx.choose(new, new)
+        ctx.act("replaced", qualname, reason)
+        ctx.warn(
+            f"{ctx.label(qualname)} was replaced, not patched: {reason}; references held "
+            "from before keep the old code"
+        )
+        return new
+    ctx.choose(new, old)
+    clear = getattr(old, "cache_clear", None)
+    if callable(clear):
+        clear()
+        ctx.act("cache_cleared", qualname)
+    return old
+
+
+def repoint_cells(ctx: Context, fn: FunctionType) -> None:
+    """Rule 3: point ``fn``'s cells that hold a matched new object at the object kept."""
+    for cell in fn.__closure__ or ():
+        try:
+            held = cell.cell_contents
+        except ValueError:
+            continue
+        chosen = ctx.memo.get(id(held))
+        if chosen is not None and chosen is not held:
+            ctx.undo.cell(cell)
+            cell.cell_contents = chosen
+
+
+def repoint_member(ctx: Context, member: Any) -> None:
+    """Apply rule 3 to the functions inside a class member (method, property, wrappers)."""
+    for fn in _member_functions(member):
+        repoint_cells(ctx, fn)
+
+
+def _member_functions(member: Any) -> list[FunctionType]:
+    found: list[FunctionType] = []
+    seen: set[int] = set()
+    todo = [member]
+    while todo:
+        obj = todo.pop()
+        if id(obj) in seen or len(seen) > 32:
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, FunctionType):
+            found.append(obj)
+            obj = obj.__dict__.get("__wrapped__")
+            if obj is not None:
+                todo.append(obj)
+            continue
+        for name in ("__func__", "fget", "fset", "fdel", "func", "__wrapped__"):
+            try:
+                inner = getattr(obj, name, None)
+            except Exception:  # noqa: BLE001 - a hostile descriptor: nothing to follow
+                inner = None
+            if inner is not None:
+                todo.append(inner)
+    return found
+
+
+def _collect_closures(ctx: Context, old: FunctionType, new: FunctionType) -> None:
+    """Rule 4: remember changed nested function code of ``old`` for the closure pass."""
+    if not any(isinstance(c, type(old.__code__)) for c in old.__code__.co_consts):
+        return
+    new_codes = function_codes(new.__code__)
+    for path, old_code in function_codes(old.__code__).items():
+        new_code = new_codes.get(path)
+        if new_code is not None and new_code != old_code:
+            qual = getattr(new_code, "co_qualname", None) or (
+                f"{new.__qualname__}.<locals>.{new_code.co_name}"
+            )
+            ctx.closures.append((old_code, new_code, ctx.label(qual)))

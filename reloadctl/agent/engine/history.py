@@ -1,0 +1,93 @@
+"""What the engine remembers per module: the source it applied, and how to undo the last
+reload (one previous version per module), for ``rollback_modules`` and ``patched_modules``.
+
+All access happens under the engine's reload lock (``LOCK``).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import weakref
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any, Final
+
+from reloadctl.agent.engine.undo import UndoLog
+
+#: The one process-wide reload lock: applying, rolling back and reading history.
+LOCK: Final = threading.RLock()
+
+
+@dataclass(slots=True)
+class ModuleRecord:
+    """The engine's memory of one module it has patched (mutable, guarded by ``LOCK``)."""
+
+    module: weakref.ref[ModuleType]
+    loader: Any
+    digest: str
+    defined: frozenset[str]
+    reloads: int
+    last_reload: float
+    sequence: int
+    #: Reverts the last successful reload, or None once rolled back.
+    undo: UndoLog | None
+    previous_digest: str | None
+    previous_defined: frozenset[str] | None
+
+
+_records: dict[str, ModuleRecord] = {}
+_sequence = 0
+
+
+def lookup(name: str, module: ModuleType) -> ModuleRecord | None:
+    """The record of ``name`` if it is about this very module object (not a re-import)."""
+    record = _records.get(name)
+    if record is None or record.module() is not module:
+        return None
+    return record
+
+
+def commit(
+    name: str,
+    module: ModuleType,
+    *,
+    loader: Any,
+    digest: str,
+    defined: frozenset[str],
+    undo: UndoLog,
+) -> None:
+    """Remember a successful reload of ``name``."""
+    global _sequence
+    _sequence += 1
+    old = lookup(name, module)
+    _records[name] = ModuleRecord(
+        module=weakref.ref(module),
+        loader=loader,
+        digest=digest,
+        defined=defined,
+        reloads=(old.reloads if old else 0) + 1,
+        last_reload=time.time(),
+        sequence=_sequence,
+        undo=undo,
+        previous_digest=old.digest if old else None,
+        previous_defined=old.defined if old else None,
+    )
+
+
+def rolled_back(record: ModuleRecord) -> None:
+    """Remember that ``record``'s last reload was undone."""
+    global _sequence
+    _sequence += 1
+    record.digest = record.previous_digest or ""
+    record.defined = record.previous_defined if record.previous_defined is not None else frozenset()
+    record.undo = None
+    record.previous_digest = None
+    record.previous_defined = None
+    record.last_reload = time.time()
+    record.sequence = _sequence
+
+
+def records() -> list[tuple[str, ModuleRecord]]:
+    """Every module patched since process start, in the order they were first patched."""
+    return [(name, record) for name, record in _records.items() if record.module() is not None]

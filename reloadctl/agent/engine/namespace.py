@@ -1,0 +1,190 @@
+"""Applying one module's new code to its live namespace, as a reversible transaction.
+
+Rules:
+1. The live module dict is never cleared: the new body runs in it after a snapshot; on any
+   exception (``BaseException`` included) the snapshot is restored (update, then delete
+   added names) and every object change is undone.
+2. After the body ran, each new definition is matched to the old object of the same
+   qualname (``adopt``) and the module name is bound to the object kept.
+3. Names the old version bound and the new one does not are pruned; names created at run
+   time by others stay (once the engine has seen the module's previous execution), and so
+   do submodule attributes of a package.
+4. ``__before_reload__()`` of the old version runs first (if it raises, nothing changed).
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from types import FunctionType, ModuleType
+from typing import Any, Final
+
+from reloadctl.agent.engine.adopt import adopt
+from reloadctl.agent.engine.classes import fix_instance
+from reloadctl.agent.engine.closures import patch_live_closures
+from reloadctl.agent.engine.context import Context, is_definition
+from reloadctl.agent.engine.resolve import Target
+from reloadctl.agent.engine.undo import UndoLog
+from reloadctl.proto.messages import Action
+
+#: Module attributes owned by the import system, never pruned.
+SPECIAL: Final = frozenset(
+    {
+        "__name__",
+        "__doc__",
+        "__package__",
+        "__loader__",
+        "__spec__",
+        "__file__",
+        "__cached__",
+        "__builtins__",
+        "__path__",
+    }
+)
+
+
+class HookFailed(Exception):
+    """``__before_reload__`` raised; ``__cause__`` is its exception."""
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """What applying one module did: how to undo it and what to report."""
+
+    undo: UndoLog
+    snapshot: dict[str, Any]
+    defined: frozenset[str]
+    actions: tuple[Action, ...]
+    warnings: tuple[str, ...]
+
+
+def old_definitions(module: str, snapshot: dict[str, Any]) -> dict[str, Any]:
+    """Index the old version's functions and classes (and class members) by qualname."""
+    found: dict[str, Any] = {}
+    todo = [value for value in snapshot.values() if is_definition(value, module)]
+    seen: set[int] = set()
+    while todo:
+        obj = todo.pop(0)
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        qualname = getattr(obj, "__qualname__", None)
+        if isinstance(qualname, str):
+            found.setdefault(qualname, obj)
+        if isinstance(obj, type):
+            for member in list(vars(obj).values()):
+                inner = (
+                    getattr(member, "__func__", None)
+                    if isinstance(member, (classmethod, staticmethod))
+                    else member
+                )
+                if inner is not None and is_definition(inner, module):
+                    todo.append(inner)
+    return found
+
+
+def apply_module(target: Target, previously_defined: frozenset[str] | None) -> Applied:
+    """Run ``target``'s new code in its live module (rules 1-4); raise on failure.
+
+    ``previously_defined`` is the set of names the engine's previous execution of this
+    module bound, or None when the engine never ran it (then every name the new version
+    does not bind is taken as the old source's and pruned, except submodules).
+    On failure everything is restored before the exception propagates.
+    """
+    module = target.module
+    name = target.name
+    ns = module.__dict__
+    actions: list[Action] = []
+    before = ns.get("__before_reload__")
+    if callable(before):
+        try:
+            before()
+        except BaseException as exc:
+            raise HookFailed(f"{name}.__before_reload__() raised {type(exc).__name__}") from exc
+        actions.append(Action("hook", f"{name}.__before_reload__"))
+    undo = UndoLog()
+    snapshot = dict(ns)
+    undo.namespace(ns, snapshot, name)
+    try:
+        _set_spec(module, target)
+        if "__doc__" not in target.code.stores:
+            ns["__doc__"] = None
+        exec(target.code.code, ns)  # noqa: S102 - executing the module's own source is the job
+        ctx = Context(name, old_definitions(name, snapshot), undo)
+        for key, value in list(ns.items()):
+            old = snapshot.get(key, _MISSING)
+            if old is value:
+                continue
+            if is_definition(value, name):
+                chosen = adopt(ctx, value)
+                if chosen is not value:
+                    ns[key] = chosen
+            if old is _MISSING and key not in SPECIAL:
+                actions.append(Action("added", f"{name}.{key}"))
+        for key, value in list(ns.items()):
+            if snapshot.get(key, _MISSING) is not value and not isinstance(
+                value, (type, FunctionType, ModuleType)
+            ):
+                fix_instance(ctx, value)
+        patch_live_closures(ctx)
+        defined = _defined(target, snapshot, ns)
+        pruned = _prune(target, previously_defined, snapshot, defined, ns)
+        actions.extend(ctx.actions)
+        actions.extend(Action("removed", f"{name}.{key}") for key in pruned)
+    except BaseException:
+        undo.revert()
+        raise
+    return Applied(undo, snapshot, defined, tuple(actions), tuple(ctx.warnings))
+
+
+_MISSING: Final = object()
+
+
+def _set_spec(module: ModuleType, target: Target) -> None:
+    """Point the module's import attributes at the freshly found spec (a module may have
+    become a package); recorded by the namespace snapshot like everything else."""
+    spec = target.spec
+    ns = module.__dict__
+    ns["__spec__"] = spec
+    ns["__loader__"] = spec.loader
+    ns["__package__"] = spec.parent
+    if spec.has_location and spec.origin is not None:
+        ns["__file__"] = spec.origin
+        if spec.cached is not None:
+            ns["__cached__"] = spec.cached
+    if spec.submodule_search_locations is not None:
+        ns["__path__"] = spec.submodule_search_locations
+    else:
+        ns.pop("__path__", None)
+
+
+def _defined(target: Target, snapshot: dict[str, Any], ns: dict[str, Any]) -> frozenset[str]:
+    """The names this execution of the body bound (static stores, plus whatever appeared or
+    changed during the run when the body can bind names statically invisible)."""
+    names = set(target.code.stores)
+    names.update(key for key in ns if key not in snapshot)
+    if target.code.star_import:
+        names.update(key for key, value in ns.items() if snapshot.get(key, _MISSING) is not value)
+    return frozenset(names & ns.keys())
+
+
+def _prune(
+    target: Target,
+    previously_defined: frozenset[str] | None,
+    snapshot: dict[str, Any],
+    defined: frozenset[str],
+    ns: dict[str, Any],
+) -> list[str]:
+    """Rule 3: delete the names the old version bound that the new one did not."""
+    old_names = previously_defined if previously_defined is not None else frozenset(snapshot)
+    pruned: list[str] = []
+    prefix = target.name + "."
+    for key in sorted(old_names - defined - SPECIAL):
+        if key not in ns or ns[key] is not snapshot.get(key, _MISSING):
+            continue  # rebound by someone during the run: not ours to remove
+        value = ns[key]
+        if isinstance(value, ModuleType) and sys.modules.get(prefix + key) is value:
+            continue  # a submodule attribute set by the import system
+        del ns[key]
+        pruned.append(key)
+    return pruned
