@@ -251,6 +251,6 @@ def test_rollback_command_is_exact() -> None:
     ts = [Target("a", "tcp://10.0.0.1:7878"), Target("b b", "unix:///run/my dir/x.sock")]
     assert (
         rollback_command(ts, ["shop.pricing", "shop.cart"], ["--secret-file", "/s"])
-        == "reloadctl --secret-file /s rollback -H tcp://10.0.0.1:7878 -H 'unix:///run/my dir/x.sock' "
-        "shop.pricing shop.cart"
+        == "reloadctl --secret-file /s rollback -H tcp://10.0.0.1:7878 "
+        "-H 'unix:///run/my dir/x.sock' shop.pricing shop.cart"
     )

@@ -78,7 +78,7 @@ def test_inventory_targets_carry_group_labels_port_and_secret() -> None:
 
 
 def test_unknown_group_and_bad_address() -> None:
-    with pytest.raises(InventoryError, match="unknown group 'nope'.*groups: web, db"):
+    with pytest.raises(InventoryError, match=r"unknown group 'nope'.*groups: web, db"):
         select_targets(groups=["nope"], inventory=INV, environ={})
     with pytest.raises(AddressError, match="cannot parse"):
         select_targets(["some/path"], inventory=INV, environ={})
