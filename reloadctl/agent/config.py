@@ -113,7 +113,7 @@ def listen_address(listen: str | None, environ: Mapping[str, str] | None = None)
     raw = raw.strip()
     if raw in ("", "1"):
         return default_listen_address(environ)
-    return parse_address(raw)
+    return parse_address(raw, listen=True)
 
 
 def allow_patterns(

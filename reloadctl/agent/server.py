@@ -44,8 +44,9 @@ rpyc_log = logging.getLogger("reloadctl.agent.rpyc")
 
 #: rpyc wraps our byte payloads (brine + a request header): leave room for that.
 MAX_RPYC_FRAME: Final = codec.MAX_MESSAGE_BYTES + 64 * 1024
-#: Seconds a reply may take to reach a client that stopped reading (rpyc's own timer).
-SYNC_REQUEST_TIMEOUT_S: Final = 30.0
+#: rpyc's timer for requests the agent itself sends (only its close); kept short so that a
+#: peer that stops answering cannot hold a connection thread.
+SYNC_REQUEST_TIMEOUT_S: Final = 3.0
 _PEERCRED: Final = struct.Struct("3i")
 _RETRY_ACCEPT: Final = frozenset(
     {errno.EINTR, errno.EAGAIN, errno.ECONNABORTED, errno.EPROTO, errno.EPERM}
@@ -86,14 +87,24 @@ class CappedChannel(Channel):  # type: ignore[misc]
         super().__init__(stream, compress=False)
 
     def recv(self) -> bytes:
-        header = self.stream.read(self.FRAME_HEADER.size)
-        length, compressed = self.FRAME_HEADER.unpack(header)
-        if compressed:
-            raise RemoteProtocolError("compressed rpyc frame refused")
-        if length > MAX_RPYC_FRAME:
-            raise RemoteProtocolError(f"rpyc frame of {length} bytes over {MAX_RPYC_FRAME}")
-        data: bytes = self.stream.read(length + len(self.FLUSHER))
+        # EOF is reported as PeerClosed, not EOFError: on EOFError rpyc's serve() starts a
+        # polite close that waits for the peer's reply (a half-closed peer could hold the
+        # thread for the whole sync timeout); our serve loop closes at once instead.
+        try:
+            header = self.stream.read(self.FRAME_HEADER.size)
+            length, compressed = self.FRAME_HEADER.unpack(header)
+            if compressed:
+                raise RemoteProtocolError("compressed rpyc frame refused")
+            if length > MAX_RPYC_FRAME:
+                raise RemoteProtocolError(f"rpyc frame of {length} bytes over {MAX_RPYC_FRAME}")
+            data: bytes = self.stream.read(length + len(self.FLUSHER))
+        except EOFError as exc:
+            raise PeerClosed(str(exc) or "connection closed by peer") from None
         return data[: -len(self.FLUSHER)]
+
+
+class PeerClosed(RemoteProtocolError):
+    """The peer closed the connection (normal end of a session, or mid-frame)."""
 
 
 def peer_uid(sock: socket.socket) -> int:
@@ -238,12 +249,19 @@ class AgentServer(ThreadedServer):  # type: ignore[misc]
             )
             service = self._service_factory()
             conn = service._connect(CappedChannel(SocketStream(sock)), config)
-            conn.serve_all()
+            while not conn.closed:
+                conn.serve(None)
+        except PeerClosed:
+            log.debug("agent: %s closed the connection", peer)
         except (RemoteProtocolError, EOFError, OSError) as exc:
             log.info("agent dropped connection from %s: %s", peer, exc)
         except Exception as exc:  # noqa: BLE001 - garbage from a peer must never escape
             log.warning("agent dropped connection from %s: %s: %s", peer, type(exc).__name__, exc)
         finally:
+            # Shut the socket before rpyc's close(): its HANDLE_CLOSE then fails at once
+            # instead of waiting for a reply that a hostile peer would never send.
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
             if conn is not None:
                 try:
                     conn.close()

@@ -64,16 +64,18 @@ def format_address(addr: Address) -> str:
     return f"{addr.scheme}://{host}:{addr.port}"
 
 
-def _parse_port(text: str, original: str) -> int:
+def _parse_port(text: str, original: str, listen: bool) -> int:
     if not _PORT_RE.match(text):
         raise AddressError(f"invalid port {text!r} in address {original!r}")
     port = int(text)
+    if port == 0 and listen:
+        return 0
     if not 1 <= port <= 65535:
         raise AddressError(f"port {port} out of range 1-65535 in address {original!r}")
     return port
 
 
-def _parse_hostport(text: str, original: str) -> tuple[str, int]:
+def _parse_hostport(text: str, original: str, listen: bool) -> tuple[str, int]:
     if not text:
         raise AddressError(f"missing host in address {original!r}")
     if text.startswith("["):
@@ -89,7 +91,7 @@ def _parse_hostport(text: str, original: str) -> tuple[str, int]:
             return host, DEFAULT_PORT
         if not rest.startswith(":"):
             raise AddressError(f"unexpected {rest!r} after ']' in address {original!r}")
-        return host, _parse_port(rest[1:], original)
+        return host, _parse_port(rest[1:], original, listen)
     if text.count(":") > 1:
         raise AddressError(
             f"ambiguous address {original!r}: write IPv6 addresses in brackets, e.g. [::1]:7878"
@@ -99,11 +101,11 @@ def _parse_hostport(text: str, original: str) -> tuple[str, int]:
         raise AddressError(f"missing host in address {original!r}")
     if not _HOST_RE.match(host) or len(host) > 253:
         raise AddressError(f"invalid host {host!r} in address {original!r}")
-    return host, (_parse_port(port_text, original) if sep else DEFAULT_PORT)
+    return host, (_parse_port(port_text, original, listen) if sep else DEFAULT_PORT)
 
 
-def parse_address(text: str) -> Address:
-    """Parse an agent address by rule 1.
+def parse_address(text: str, *, listen: bool = False) -> Address:
+    """Parse an agent address by rule 1; ``listen=True`` also accepts port 0 (any free port).
 
     Raises:
         AddressError: the text is not one of the accepted forms.
@@ -122,7 +124,7 @@ def parse_address(text: str) -> Address:
             raise AddressError(
                 f"cannot parse address {original!r}: use unix:///path.sock for a socket file"
             )
-        host, port = _parse_hostport(text, original)
+        host, port = _parse_hostport(text, original, listen)
         return Address("tcp", host=host, port=port)
     scheme = scheme.lower()
     if scheme not in SCHEMES:
@@ -141,7 +143,7 @@ def parse_address(text: str) -> Address:
         return Address("unix", path=rest)
     if "/" in rest or "@" in rest or "?" in rest or "#" in rest:
         raise AddressError(f"cannot parse address {original!r}: expected {scheme}://host:port")
-    host, port = _parse_hostport(rest, original)
+    host, port = _parse_hostport(rest, original, listen)
     return Address(scheme, host=host, port=port)
 
 

@@ -157,3 +157,9 @@ def test_parse_socket_name_rejects(name: str) -> None:
 def test_socket_name_needs_positive_pid() -> None:
     with pytest.raises(ValueError):
         socket_name("x", 0)
+
+
+def test_port_zero_only_for_listen_addresses() -> None:
+    assert parse_address("tcp://127.0.0.1:0", listen=True) == Address("tcp", "127.0.0.1", 0)
+    with pytest.raises(AddressError, match="out of range"):
+        parse_address("tcp://127.0.0.1:0")
