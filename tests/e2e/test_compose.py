@@ -257,8 +257,11 @@ def test_compose_services_work_as_local_processes(compose: dict[str, Any], local
     first = run_client()
     assert first.returncode == 0, first.stderr
     records = _ndjson(first.stdout)
-    assert [(r["module"], r["status"]) for r in records[:-1]] == [("pricing", "unchanged")] * 2
-    assert records[-1] == {"summary": {"unchanged": 2}}
+    # Nothing edited yet: both agents answer for `pricing` and succeed (the engine decides
+    # between reloaded and unchanged; this test is about the compose wiring).
+    assert [r["module"] for r in records[:-1]] == ["pricing"] * 2
+    assert {r["status"] for r in records[:-1]} <= {"unchanged", "reloaded"}
+    assert sum(records[-1]["summary"].values()) == 2
 
     # The host edit, seen through the bind mount; then the same client command again.
     pricing = local.shop / "pricing.py"
@@ -267,8 +270,10 @@ def test_compose_services_work_as_local_processes(compose: dict[str, Any], local
     assert second.returncode == 0, second.stderr
     records = _ndjson(second.stdout)
     assert [r["status"] for r in records[:-1]] == ["reloaded", "reloaded"]
-    for record, name in zip(records[:-1], WORKERS, strict=True):  # -H order is kept
-        assert str(local.agent_ports[name]) in record["target"]
+    # records stream in completion order; RELOADCTL_HOST named both agents
+    assert sorted(r["target"] for r in records[:-1]) == sorted(
+        f"127.0.0.1:{local.agent_ports[name]}" for name in WORKERS
+    )
     for name in WORKERS:
         body = _get(ready[name]["url"])
         assert body == f"pid {ready[name]['pid']} | " + body.split(" | ", 1)[1]
@@ -283,6 +288,7 @@ def test_compose_services_work_as_local_processes(compose: dict[str, Any], local
         timeout=30,
         check=False,
     )
-    assert no_secret.returncode in (1, 4), no_secret
+    assert no_secret.returncode == 4, no_secret
+    assert [r["status"] for r in _ndjson(no_secret.stdout)[:-1]] == ["auth_failed"] * 2
     for name in WORKERS:
         assert "pricing v2" in _get(ready[name]["url"])

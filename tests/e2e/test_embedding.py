@@ -244,11 +244,14 @@ def assert_live_reload_of_every_worker(
     workers = _wait_for(f"{WORKERS} workers", lambda: len(server.workers()) == WORKERS and 1)
     workers = server.workers()
     expected_agents = workers | ({server.proc.pid} if master_has_agent else set())
-    _wait_for(
-        f"one agent per worker {sorted(workers)} in {server.sockets}",
-        lambda: server.agent_pids() == expected_agents,
-        timeout,
-    )
+    try:
+        _wait_for("the agents", lambda: server.agent_pids() == expected_agents, timeout)
+    except AssertionError:
+        raise AssertionError(
+            f"expected agents for pids {sorted(expected_agents)} (master {server.proc.pid}), "
+            f"found sockets for {sorted(server.agent_pids())} in {server.sockets}\n"
+            f"{server.output()}"
+        ) from None
 
     with RequestLoop(server.port) as loop:
         _wait_for(
@@ -273,6 +276,7 @@ def assert_live_reload_of_every_worker(
         )
     assert loop.failures == [], loop.failures[:5]
     assert server.workers() == workers, "a worker was restarted"
+    assert {pid for _, pid, _ in loop.seen} == workers, "a request was served by another process"
     # Every request that started after the reload returned got the new code.
     late = [(pid, line) for t, pid, line in loop.seen if t > reload_returned and "v2" not in line]
     assert late == []
