@@ -215,6 +215,14 @@ def _error(exc: BaseException) -> ErrorInfo:
 
 def _default_transport() -> Transport:
     # Imported here: connection pulls in rpyc, which --help and `targets` must not pay for.
+    # connection imports rpyc lazily, on its first call. rpyc's modules import each other
+    # in a cycle, and two worker threads importing them at once hit CPython's import
+    # deadlock detection (seen: _DeadlockError in rpyc.utils.factory, KeyError 'rpyc', with
+    # two local targets). So the import happens here, once, before any worker starts.
+    import rpyc.core.channel
+    import rpyc.core.stream
+    import rpyc.utils.factory  # noqa: F401
+
     from reloadctl.client import connection
 
     execute: Transport = connection.execute
