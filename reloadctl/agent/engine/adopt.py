@@ -5,7 +5,10 @@ Rules:
    they are bound to (an alias ``f = foo`` must not make ``foo`` run ``bar``'s code).
 2. A match keeps the old object (patched in place) whenever that is safe; otherwise the new
    object is used, the action is ``replaced`` and a warning says why.
-3. Each new object is decided once (``Context.memo``), however many names refer to it.
+3. Each new object is decided once (``Context.memo``), however many names refer to it,
+   and each old object stands for at most one new object.
+4. Qualnames containing ``<lambda>`` or ``<locals>`` are not unique: such an object only
+   matches the old object bound at the same place (the same module name or class member).
 """
 
 from __future__ import annotations
@@ -13,20 +16,32 @@ from __future__ import annotations
 from types import FunctionType
 from typing import Any
 
-from reloadctl.agent.engine.classes import adopt_class
+from reloadctl.agent.engine.classes import adopt_class, fix_new_class
 from reloadctl.agent.engine.context import Context, hasattr_safe
 from reloadctl.agent.engine.functions import adopt_function, adopt_wrapper, repoint_cells
 
 
-def adopt(ctx: Context, new: Any) -> Any:
-    """Return the object that should stand for ``new`` (see the module rules)."""
+def adopt(ctx: Context, new: Any, hint: Any = None) -> Any:
+    """Return the object that should stand for ``new`` (see the module rules).
+
+    ``hint`` is the old object bound where ``new`` is bound now (same module name or class
+    member), the only acceptable match for a qualname that is not unique (rule 4).
+    """
     if id(new) in ctx.memo:
         return ctx.memo[id(new)]
     if not ctx.is_new(new):
         return new
     qualname = getattr(new, "__qualname__", None)
     module = getattr(new, "__module__", None)
-    old = ctx.old.get(qualname) if module == ctx.module and isinstance(qualname, str) else None
+    old = None
+    if module == ctx.module and isinstance(qualname, str):
+        if "<" in qualname:
+            if getattr(hint, "__qualname__", None) == qualname:
+                old = hint
+        else:
+            old = ctx.old.get(qualname)
+    if old is not None and id(old) in ctx.claimed:
+        old = None  # already stands for another new object (rule 3)
     if old is None or old is new:
         ctx.choose(new, new)
         _fix_new(ctx, new)
@@ -53,6 +68,9 @@ def adopt(ctx: Context, new: Any) -> Any:
 
 
 def _fix_new(ctx: Context, new: Any) -> None:
-    """Point closure cells of a new function (or class's methods) at live objects."""
+    """A definition that stays new: point its cells (or its bases and its methods' cells)
+    at the objects kept, so a class added by the reload derives from the live classes."""
     if isinstance(new, FunctionType):
         repoint_cells(ctx, new)
+    elif isinstance(new, type):
+        fix_new_class(ctx, new, adopt)

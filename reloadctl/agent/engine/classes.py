@@ -28,7 +28,7 @@ from reloadctl.agent.engine.functions import repoint_member, same
 
 log = logging.getLogger(__name__)
 
-Adopt = Callable[[Context, Any], Any]
+Adopt = Callable[..., Any]
 
 #: Class-dict keys that are never copied, restored or deleted (rule 3).
 _NEVER: Final = frozenset({"__dict__", "__weakref__"})
@@ -62,6 +62,8 @@ def layout_change(ctx: Context, old: type, new: type, adopt: Adopt) -> str:
         return "__slots__ changed"
     if (old.__basicsize__, old.__itemsize__) != (new.__basicsize__, new.__itemsize__):
         return "instance layout changed"
+    if not same(old.__dict__.get("_fields"), new.__dict__.get("_fields")):
+        return "named tuple fields changed"
     return ""
 
 
@@ -148,6 +150,8 @@ def copy_members(ctx: Context, old: type, new: type, adopt: Adopt, *, skip: froz
         if chosen is current:
             continue
         repoint_member(ctx, chosen)
+        if type(chosen) in (dict, list):
+            ctx.containers.append(chosen)
         type.__setattr__(old, key, chosen)
         if current is _MISSING:
             ctx.act("added", f"{prefix}.{key}")
@@ -172,15 +176,15 @@ def _is_code(value: Any) -> bool:
 
 def _adopt_member(ctx: Context, current: Any, value: Any, adopt: Adopt) -> Any:
     """The object that should sit in the old class for the new member ``value``."""
-    if isinstance(value, (FunctionType, type)) or (
-        getattr(value, "__wrapped__", None) is not None and not isinstance(value, property)
-    ):
-        return adopt(ctx, value)
-    if isinstance(value, (classmethod, staticmethod)):
-        inner = adopt(ctx, value.__func__)
+    if isinstance(value, (classmethod, staticmethod)):  # before __wrapped__: 3.10+ have it
+        inner = adopt(ctx, value.__func__, getattr(current, "__func__", None))
         if type(current) is type(value) and current.__func__ is inner:
             return current
         return value
+    if isinstance(value, (FunctionType, type)) or (
+        getattr(value, "__wrapped__", None) is not None and not isinstance(value, property)
+    ):
+        return adopt(ctx, value, current)
     if isinstance(value, property) and type(current) is type(value):
         pairs = [(getattr(current, n), getattr(value, n)) for n in ("fget", "fset", "fdel")]
         kept = True

@@ -43,6 +43,10 @@ class Context:
         self.old_ids = {id(obj) for obj in old_objects.values()}
         self.undo = undo
         self.memo: dict[int, Any] = {}
+        #: ids of old objects already standing for a new object.
+        self.claimed: set[int] = set()
+        #: new dicts/lists whose items may refer to new objects that old ones stand for.
+        self.containers: list[Any] = []
         self.keep: list[Any] = []
         self.actions: list[Action] = []
         self.warnings: list[str] = []
@@ -68,11 +72,35 @@ class Context:
         """Remember that ``chosen`` stands for ``new`` from now on; return ``chosen``."""
         self.keep.append(new)
         self.memo[id(new)] = chosen
+        if chosen is not new:
+            self.claimed.add(id(chosen))
         return chosen
 
     def resolved(self, obj: Any) -> Any:
         """The object standing for ``obj`` (``obj`` itself when it was not matched)."""
         return self.memo.get(id(obj), obj)
+
+    def translate_containers(self) -> None:
+        """Make new dicts and lists refer to the objects kept instead of the new objects
+        they stand for (``ROUTES = {"/": index}`` then holds the live ``index``)."""
+        for container in self.containers:
+            self._translate(container, 0)
+
+    def _translate(self, container: Any, depth: int) -> None:
+        if depth > 2:
+            return
+        if isinstance(container, dict):
+            items: list[tuple[Any, Any]] = list(container.items())
+        elif isinstance(container, list):
+            items = list(enumerate(container))
+        else:
+            return
+        for key, value in items:
+            chosen = self.memo.get(id(value))
+            if chosen is not None and chosen is not value:
+                container[key] = chosen
+            elif type(value) in (dict, list):
+                self._translate(value, depth + 1)
 
     def is_new(self, obj: Any) -> bool:
         """True when ``obj`` was created by this reload's execution (not an old object)."""

@@ -26,7 +26,7 @@ from reloadctl.agent.engine.classes import (
 from reloadctl.agent.engine.context import Context
 from reloadctl.agent.engine.functions import same
 
-Adopt = Callable[[Context, Any], Any]
+Adopt = Callable[..., Any]
 
 #: Class-dict entries the enum machinery computes per class; the old class keeps its own.
 _ENUM_INTERNALS: Final = frozenset(

@@ -11,6 +11,11 @@ Rules:
    pointed at the old one (``__class__`` cells for zero-arg ``super()``, dataclass ``cls``).
 4. Nested function code that changed is recorded for the live-closure pass (one heap walk
    for the whole reload, done only when such code exists).
+5. A function patched in place also takes the new function's closure state (each old cell
+   gets the new cell's contents, new objects mapped to the old ones kept): a decorated
+   function then behaves exactly like the freshly decorated one (``singledispatch``
+   registries, decorator arguments). Live closures of nested functions (rule 4) keep their
+   own state; only their code changes.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from reloadctl.agent.engine.context import Context
 from reloadctl.agent.engine.source import function_codes
 from reloadctl.agent.engine.undo import FUNCTION_ATTRS
 
-Adopt = Callable[[Context, Any], Any]
+Adopt = Callable[..., Any]
 
 
 def same(a: Any, b: Any) -> bool:
@@ -77,6 +82,7 @@ def adopt_function(ctx: Context, old: FunctionType, new: FunctionType, adopt: Ad
     }
     old.__dict__.clear()
     old.__dict__.update(fresh)
+    _adopt_cells(ctx, old, new)
     if changed:
         ctx.act("patched", qualname)
     return old
@@ -104,6 +110,23 @@ def _adopt_wrapped(
             if held is old_inner:
                 ctx.undo.cell(cell)
                 cell.cell_contents = chosen
+
+
+def _adopt_cells(ctx: Context, old: FunctionType, new: FunctionType) -> None:
+    """Rule 5: the old function's cells take the new function's cell contents."""
+    # same free variables (rule 1), so the cells pair up one to one
+    for old_cell, new_cell in zip(old.__closure__ or (), new.__closure__ or (), strict=True):
+        try:
+            value = ctx.resolved(new_cell.cell_contents)
+        except ValueError:
+            continue  # an empty cell (a name not yet assigned in the new scope)
+        try:
+            if old_cell.cell_contents is value:
+                continue
+        except ValueError:
+            pass
+        ctx.undo.cell(old_cell)
+        old_cell.cell_contents = value
 
 
 def adopt_wrapper(ctx: Context, old: Any, new: Any, adopt: Adopt) -> Any:

@@ -111,14 +111,17 @@ def apply_module(target: Target, previously_defined: frozenset[str] | None) -> A
             ns["__doc__"] = None
         exec(target.code.code, ns)  # noqa: S102 - executing the module's own source is the job
         ctx = Context(name, old_definitions(name, snapshot), undo)
+        old_values = {id(value) for value in snapshot.values()}
         for key, value in list(ns.items()):
             old = snapshot.get(key, _MISSING)
             if old is value:
                 continue
             if is_definition(value, name):
-                chosen = adopt(ctx, value)
+                chosen = adopt(ctx, value, None if old is _MISSING else old)
                 if chosen is not value:
                     ns[key] = chosen
+            elif type(value) in (dict, list) and id(value) not in old_values:
+                ctx.containers.append(value)
             if old is _MISSING and key not in SPECIAL:
                 actions.append(Action("added", f"{name}.{key}"))
         for key, value in list(ns.items()):
@@ -126,6 +129,7 @@ def apply_module(target: Target, previously_defined: frozenset[str] | None) -> A
                 value, (type, FunctionType, ModuleType)
             ):
                 fix_instance(ctx, value)
+        ctx.translate_containers()
         patch_live_closures(ctx)
         defined = _defined(target, snapshot, ns)
         pruned = _prune(target, previously_defined, snapshot, defined, ns)
