@@ -17,11 +17,13 @@ Rules:
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Iterable, Sequence
 
 from reloadctl.agent.engine import history
 from reloadctl.agent.engine.dependents import rebind_dependents
+from reloadctl.agent.engine.moves import Moved, follow_moves
 from reloadctl.agent.engine.namespace import Applied, HookFailed, apply_module
 from reloadctl.agent.engine.order import dependency_order
 from reloadctl.agent.engine.plan import plan_actions, proven_unchanged
@@ -169,6 +171,7 @@ def _apply_batch(
         return [results[name] for name in requested]
     done: list[tuple[Target, Applied]] = []
     ordered = dependency_order(targets)
+    loaded_before = set(sys.modules)
     for index, t in enumerate(ordered):
         start = time.perf_counter()
         record = history.lookup(t.name, t.module)
@@ -180,7 +183,21 @@ def _apply_batch(
             return [results[name] for name in requested]
         spent[t.name] += _ms(start)
         done.append((t, applied))
-    hook_actions: dict[str, list[Action]] = {}
+    extra_actions: dict[str, list[Action]] = {}
+    extra_warnings: dict[str, list[str]] = {}
+    if done:
+        start = time.perf_counter()
+        try:
+            extra_actions, extra_warnings = follow_moves(
+                [Moved(t.name, a.snapshot, a.undo) for t, a in done],
+                [name for name in list(sys.modules) if name not in loaded_before],
+            )
+        except Exception as exc:  # noqa: BLE001 - an engine bug must not leave a half batch
+            first = done[0][0].name
+            spent[first] += _ms(start)
+            _fail_batch(first, exc, done, [], results=results, spent=spent)
+            return [results[name] for name in requested]
+    hook_actions = extra_actions
     for t, applied in done:
         hook = vars(t.module).get("__reload__")
         if not callable(hook):
@@ -212,15 +229,12 @@ def _apply_batch(
         actions = (
             applied.actions + tuple(hook_actions.get(t.name, ())) + tuple(rebound.get(t.name, ()))
         )
-        results[t.name] = ModuleResult(
-            t.name, RELOADED, None, actions, applied.warnings, spent[t.name]
-        )
+        warnings = applied.warnings + tuple(extra_warnings.get(t.name, ()))
+        results[t.name] = ModuleResult(t.name, RELOADED, None, actions, warnings, spent[t.name])
     return [results[name] for name in requested]
 
 
 def _live(name: str) -> object:
-    import sys
-
     return sys.modules.get(name)
 
 

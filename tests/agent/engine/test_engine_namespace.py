@@ -1,7 +1,5 @@
 """Module namespace behaviour: identity, pruning, globals, state, hooks, failures (A, E, G)."""
 
-# ruff: noqa: E501 - module sources written inline read best on one line
-
 from __future__ import annotations
 
 import sys
