@@ -59,10 +59,10 @@ def follow_moves(
     actions: dict[str, list[Action]] = {}
     warnings: dict[str, list[str]] = {}
     for m in applied:
-        ns = sources.get(m.name)
-        if ns is None:
+        module_ns = sources.get(m.name)
+        if module_ns is None:
             continue
-        live = {id(v) for v in ns.values()}
+        live = {id(v) for v in module_ns.values()}
         for old in list(m.snapshot.values()):
             if id(old) in live or not is_definition(old, m.name):
                 continue
