@@ -169,7 +169,7 @@ class JobManager:
                 if job is None:
                     raise UnknownJob(job_id)
                 self._check_deadline(job, now)
-                if job.done or len(job.results) > cursor or now >= end:
+                if job.done or len(job.results) > cursor or now >= end or self._stopping:
                     break
                 self._cond.wait(min(end, job.deadline) - now + 0.001)
             start = min(cursor, len(job.results))

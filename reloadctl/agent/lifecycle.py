@@ -31,6 +31,7 @@ import os
 import socket
 import stat
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -112,9 +113,12 @@ class Agent:
             self._thread.join(_STOP_JOIN_S)
         if self._jobs is not None:
             self._jobs.stop(timeout=_STOP_JOIN_S)
+        # One budget for all connection threads: they were woken by close() and end fast;
+        # a thread stuck in a long poll is a daemon and does not hold up the host.
+        join_until = time.monotonic() + _STOP_JOIN_S
         for thread in server.connection_threads():
             if thread is not threading.current_thread():
-                thread.join(_STOP_JOIN_S / 4)
+                thread.join(max(0.0, join_until - time.monotonic()))
         self._unlink_socket()
         _forget(self)
         log.info("reloadctl agent at %s stopped", self.address)

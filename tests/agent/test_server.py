@@ -123,6 +123,9 @@ def test_reload_round_trip(
         ("rc_no_such_module", "not_loaded"),
     ]
     assert sys.modules[name].VALUE == 2  # type: ignore[attr-defined]
+    status = run(agent, StatusRequest())
+    assert isinstance(status, AgentInfo)
+    assert name in [p.module for p in status.patched]
 
 
 def test_wrong_secret_is_rejected_and_the_agent_keeps_serving(
