@@ -81,7 +81,7 @@ def load_engine() -> Engine:
     """Import the real engine (lazily: it is only needed once a job runs)."""
     from reloadctl.agent import engine
 
-    return engine  # type: ignore[return-value]
+    return engine
 
 
 @dataclass(slots=True, eq=False)
