@@ -8,8 +8,6 @@ from dataclasses import dataclass
 from types import CodeType
 from typing import Any, Final
 
-#: Opcodes by which module-level code binds a name in the module namespace.
-_STORE_OPS: Final = frozenset({"STORE_NAME", "STORE_GLOBAL"})
 #: Nested code objects that are not user-visible functions (their closures never escape).
 _COMPREHENSIONS: Final = frozenset({"<listcomp>", "<dictcomp>", "<setcomp>", "<genexpr>"})
 
@@ -63,26 +61,56 @@ def compile_module(text: str, filename: str) -> CodeType:
     return compile(text, filename, "exec", flags=0, dont_inherit=True)
 
 
+_OP_STORE: Final = frozenset(
+    dis.opmap[name] for name in ("STORE_NAME", "STORE_GLOBAL", "DELETE_NAME")
+)
+_OP_LOAD_CONST: Final = dis.opmap["LOAD_CONST"]
+_OP_IMPORT_NAME: Final = dis.opmap["IMPORT_NAME"]
+_OP_IMPORT_STAR: Final = dis.opmap.get("IMPORT_STAR", -1)  # before 3.12
+_OP_INTRINSIC_1: Final = dis.opmap.get("CALL_INTRINSIC_1", -1)  # 3.12+
+_INTRINSIC_IMPORT_STAR: Final = 2
+_OP_EXTENDED_ARG: Final = dis.opmap["EXTENDED_ARG"]
+
+
+def _scan(code: CodeType) -> tuple[set[str], list[tuple[str, Any, Any]], bool]:
+    """One pass over ``code``'s own bytecode (not nested code): the names it stores, its
+    imports as ``(name, level, fromlist)``, and whether it does ``import *``.
+
+    A hand-rolled loop rather than ``dis.get_instructions``: this runs on every reload and
+    ``dis`` builds an object per instruction (it was most of a reload's cost).
+    """
+    raw = code.co_code
+    names = code.co_names
+    consts = code.co_consts
+    stores: set[str] = set()
+    imports: list[tuple[str, Any, Any]] = []
+    star = False
+    last: list[Any] = [0, None]
+    extended = 0
+    for offset in range(0, len(raw), 2):
+        op = raw[offset]
+        arg = raw[offset + 1] | extended
+        if op == _OP_EXTENDED_ARG:
+            extended = arg << 8
+            continue
+        extended = 0
+        if op in _OP_STORE:
+            stores.add(names[arg])
+        elif op == _OP_LOAD_CONST:
+            last = [last[1], consts[arg]]
+        elif op == _OP_IMPORT_NAME:
+            imports.append((names[arg], last[0], last[1]))
+        elif op == _OP_IMPORT_STAR or (op == _OP_INTRINSIC_1 and arg == _INTRINSIC_IMPORT_STAR):
+            star = True
+    return stores, imports, star
+
+
 def analyse(code: CodeType, package: str) -> ModuleCode:
     """Statically analyse a compiled module body (see ``ModuleCode``)."""
-    stores: set[str] = set()
+    stores, found, star = _scan(code)
     imports: set[str] = set()
-    star = False
-    level: int = 0
-    fromlist: Any = None
-    for ins in dis.get_instructions(code):
-        op = ins.opname
-        if op in _STORE_OPS or op == "DELETE_NAME":
-            stores.add(str(ins.argval))
-        elif op == "LOAD_CONST":
-            # IMPORT_NAME is preceded by LOAD_CONST level, LOAD_CONST fromlist.
-            level, fromlist = fromlist, ins.argval
-        elif op == "IMPORT_NAME":
-            imports.update(_imported(str(ins.argval), level, fromlist, package))
-        elif op == "IMPORT_STAR" or (
-            op == "CALL_INTRINSIC_1" and ins.argrepr == "INTRINSIC_IMPORT_STAR"
-        ):
-            star = True
+    for name, level, fromlist in found:
+        imports.update(_imported(name, level, fromlist, package))
     for const in code.co_consts:
         # imports inside functions/classes also count as dependencies
         if isinstance(const, CodeType):
@@ -92,13 +120,9 @@ def analyse(code: CodeType, package: str) -> ModuleCode:
 
 def _nested_imports(code: CodeType, package: str) -> set[str]:
     found: set[str] = set()
-    level: Any = 0
-    fromlist: Any = None
-    for ins in dis.get_instructions(code):
-        if ins.opname == "LOAD_CONST":
-            level, fromlist = fromlist, ins.argval
-        elif ins.opname == "IMPORT_NAME":
-            found.update(_imported(str(ins.argval), level, fromlist, package))
+    if _OP_IMPORT_NAME in code.co_code[::2]:
+        for name, level, fromlist in _scan(code)[1]:
+            found.update(_imported(name, level, fromlist, package))
     for const in code.co_consts:
         if isinstance(const, CodeType):
             found.update(_nested_imports(const, package))
