@@ -137,6 +137,11 @@ class AgentService(Service):  # type: ignore[misc]
     def __dir__(self) -> list[str]:
         return list(_EXPOSED)
 
+    def __hash__(self) -> int:
+        # rpyc answers HANDLE_HASH with hash(obj); the default is derived from the heap
+        # address, which a peer has no business learning.
+        return 0
+
     # -- rpyc hooks ------------------------------------------------------------------------
 
     def on_connect(self, conn: Any) -> None:
