@@ -9,7 +9,8 @@ WORKDIR /app
 
 COPY pyproject.toml README.md constraints.txt ./
 COPY reloadctl ./reloadctl
-RUN pip install --no-cache-dir -c constraints.txt .
+# The watch extra lets the client container run `reloadctl watch` on the mounted sources.
+RUN pip install --no-cache-dir -c constraints.txt '.[watch]'
 
 # The shop's own modules are imported from here (compose bind-mounts the host's copy over
 # it, so an edit on the host is what the agents reload).

@@ -133,6 +133,8 @@ def test_compose_structure(compose: dict[str, Any]) -> None:
     assert client["environment"]["RELOADCTL_HOST"].split(",") == list(WORKERS)
     assert client["environment"]["RELOADCTL_SECRET_FILE"] == mount
     assert client["secrets"] == [secret_name]
+    # the client sees the same sources as the workers, so `watch examples/shop` works there
+    assert client["volumes"] == services["shop-1"]["volumes"] == services["shop-2"]["volumes"]
     assert {k: v["condition"] for k, v in client["depends_on"].items()} == dict.fromkeys(
         WORKERS, "service_healthy"
     )
