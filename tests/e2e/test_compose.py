@@ -184,8 +184,7 @@ class Local:
     def worker_argv(self, name: str, command: list[str]) -> list[str]:
         argv = list(command)
         assert argv[0] == "python"
-        argv[0] = sys.executable
-        argv[1] = str(self.shop / Path(argv[1]).name)  # examples/shop/worker.py under /app
+        argv[0] = sys.executable  # the image's python; the script path is relative to /app
         subst = {
             "0.0.0.0": "127.0.0.1",
             "8000": str(self.http_ports[name]),
