@@ -152,6 +152,8 @@ def copy_members(ctx: Context, old: type, new: type, adopt: Adopt, *, skip: froz
         repoint_member(ctx, chosen)
         if type(chosen) in (dict, list):
             ctx.containers.append(chosen)
+        elif not _is_code(chosen) and not isinstance(chosen, type):
+            ctx.instances.append(chosen)
         type.__setattr__(old, key, chosen)
         if current is _MISSING:
             ctx.act("added", f"{prefix}.{key}")

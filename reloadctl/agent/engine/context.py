@@ -47,6 +47,8 @@ class Context:
         self.claimed: set[int] = set()
         #: new dicts/lists whose items may refer to new objects that old ones stand for.
         self.containers: list[Any] = []
+        #: objects the new body created that may be instances of a class that was kept.
+        self.instances: list[Any] = []
         self.keep: list[Any] = []
         self.actions: list[Action] = []
         self.warnings: list[str] = []

@@ -129,6 +129,8 @@ def apply_module(target: Target, previously_defined: frozenset[str] | None) -> A
                 value, (type, FunctionType, ModuleType)
             ):
                 fix_instance(ctx, value)
+        for value in ctx.instances:
+            fix_instance(ctx, value)
         ctx.translate_containers()
         patch_live_closures(ctx)
         defined = _defined(target, snapshot, ns)

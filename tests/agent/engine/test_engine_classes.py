@@ -439,3 +439,28 @@ def test_generic_class_syntax(kit: Kit) -> None:
     kit.write("m", src.format(suffix=" * 10"))
     kit.ok("m")
     assert b.get() == 20
+
+
+def test_class_attribute_instances_of_kept_classes(kit: Kit) -> None:
+    src = (
+        "class Config:\n    def v(self):\n        return {n}\n"
+        "class Service:\n    default = Config()\n    @staticmethod\n    def make():\n        return Config()\n"
+    )
+    kit.write("m", src.format(n=1))
+    m = kit.load("m")
+    Config = m.Config
+    kit.write("m", src.format(n=2))
+    kit.ok("m")
+    assert type(m.Service.default) is Config and m.Service.default.v() == 2
+    assert type(m.Service.make()) is Config
+
+
+def test_dataclass_with_slots_keeps_class(kit: Kit) -> None:
+    src = "from dataclasses import dataclass\n@dataclass(slots=True)\nclass P:\n    x: int\n    def f(self):\n        return self.x * {k}\n"
+    kit.write("m", src.format(k=1))
+    m = kit.load("m")
+    P, p = m.P, m.P(3)
+    kit.write("m", src.format(k=2))
+    r = kit.ok("m")
+    assert (m.P is P, p.f(), m.P(2).f(), repr(p)) == (True, 6, 4, "P(x=3)")
+    assert not r.warnings
