@@ -1,0 +1,211 @@
+"""Fleet fan-out: ``reloadctl reload`` on N local agents vs a bare rpyc ping fan-out.
+
+Starts 200 real agent processes (``python -m reloadctl.agent app.py``, one unix socket each,
+a private XDG_RUNTIME_DIR), then for N in 1, 10, 50, 200 and in interleaved random order:
+
+- ``reloadctl reload -q -o ndjson -H A1 ... -H AN mod`` after an edit of ``mod.py`` (so
+  every run really reloads the module in every agent, which all import the same file);
+- the baseline: a Python process that connects to the same N agents with the same pool
+  size (the CLI's default ``-P``), runs the agent's mandatory handshake, opens an rpyc
+  connection and calls rpyc's own ``ping()``, then closes: the transport floor with no
+  reload, no CLI and no rendering.
+
+Both are whole processes started the same way, so both include interpreter start-up.
+Target: reload within 1.3x the baseline at N=200. Also reports the CLI's peak RSS at 200
+(``ru_maxrss`` of the child). Prints a table and a JSON line. About a minute; every agent is
+killed and the directory removed at the end, also on Ctrl-C.
+
+Usage: python benchmarks/fleet.py [--runs N] [--agents N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+RELOADCTL = shutil.which("reloadctl", path=str(Path(sys.executable).parent)) or "reloadctl"
+SIZES = (1, 10, 50, 200)
+TARGET_RATIO = 1.3
+
+BASELINE = r"""
+import socket, sys
+from concurrent.futures import ThreadPoolExecutor
+from rpyc.core.channel import Channel
+from rpyc.core.stream import SocketStream
+from rpyc.utils.factory import connect_channel
+from reloadctl.proto import auth
+
+def ping(path):
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(10)
+        sock.connect(path)
+        def recv_exact(n):
+            data = b""
+            while len(data) < n:
+                chunk = sock.recv(n - len(data))
+                if not chunk:
+                    raise EOFError
+                data += chunk
+            return data
+        client = auth.ClientHandshake(None, require_mac=False)
+        sock.sendall(client.answer(auth.read_frame(recv_exact)))
+        client.finish(auth.read_frame(recv_exact))
+        conn = connect_channel(Channel(SocketStream(sock), compress=False), config={})
+        try:
+            conn.ping()
+        finally:
+            conn.close()
+    finally:
+        sock.close()
+
+paths = sys.argv[2:]
+with ThreadPoolExecutor(int(sys.argv[1])) as pool:
+    list(pool.map(ping, paths))
+"""
+
+
+def start_agents(root: Path, count: int, env: dict[str, str]) -> list[subprocess.Popen[bytes]]:
+    (root / "mod.py").write_text("def value():\n    return 0\n")
+    (root / "app.py").write_text("import time, mod\nwhile True:\n    time.sleep(3600)\n")
+    procs = []
+    for _ in range(count):
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "reloadctl.agent", "app.py"],
+                cwd=root,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+    sockdir = Path(env["XDG_RUNTIME_DIR"]) / "reloadctl"
+    deadline = time.monotonic() + 120
+    want = {f"app-{p.pid}.sock" for p in procs}
+    while not want <= set(os.listdir(sockdir) if sockdir.exists() else ()):
+        if time.monotonic() > deadline:
+            raise SystemExit("agents did not start in time")
+        time.sleep(0.1)
+    return procs
+
+
+def run(argv: list[str], env: dict[str, str]) -> tuple[float, int]:
+    """(wall ms, peak RSS KiB) of one child; blocking waitpid, bounded by a watchdog."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    watchdog = threading.Timer(60, proc.kill)
+    watchdog.start()
+    try:
+        _, status, usage = os.wait4(proc.pid, 0)
+    finally:
+        watchdog.cancel()
+    elapsed = (time.perf_counter() - started) * 1000
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    err = proc.stderr.read().decode() if proc.stderr else ""
+    if proc.stderr:
+        proc.stderr.close()
+    if proc.returncode != 0:
+        raise SystemExit(f"{argv[:3]}... exited {proc.returncode}: {err[-500:]}")
+    return elapsed, usage.ru_maxrss
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--agents", type=int, default=max(SIZES))
+    args = parser.parse_args()
+    sizes = [n for n in SIZES if n <= args.agents]
+    root = Path(tempfile.mkdtemp(prefix="rcf-", dir="/tmp"))
+    env = {
+        **os.environ,
+        "XDG_RUNTIME_DIR": str(root / "run"),
+        "XDG_CONFIG_HOME": str(root / "cfg"),
+        "PYTHONPYCACHEPREFIX": str(root / "pycache"),  # as installed: bytecode cached
+    }
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    for var in ("RELOADCTL_HOST", "RELOADCTL_SECRET", "RELOADCTL_SECRET_FILE"):
+        env.pop(var, None)
+    resource.setrlimit(
+        resource.RLIMIT_NOFILE, (4096, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
+    )
+    procs: list[subprocess.Popen[bytes]] = []
+    parallel = min(32, 4 * (os.cpu_count() or 1))
+    samples: dict[tuple[str, int], list[float]] = {}
+    peak_rss: dict[int, int] = {}
+    try:
+        t0 = time.monotonic()
+        procs = start_agents(root, args.agents, env)
+        started_s = time.monotonic() - t0
+        paths = [str(root / "run" / "reloadctl" / f"app-{p.pid}.sock") for p in procs]
+        version = 0
+        order = [(kind, n) for kind in ("reloadctl", "rpyc ping") for n in sizes] * args.runs
+        random.shuffle(order)
+        for kind, n in [("reloadctl", 1), ("rpyc ping", 1), *order]:  # first two: warm-up
+            chosen = paths[:n]
+            if kind == "reloadctl":
+                version += 1
+                (root / "mod.py").write_text(f"def value():\n    return {version}\n")
+                argv = [RELOADCTL, "reload", "-q", "-o", "ndjson"]
+                for p in chosen:
+                    argv += ["-H", f"unix://{p}"]
+                argv.append("mod")
+            else:
+                argv = [sys.executable, "-c", BASELINE, str(parallel), *chosen]
+            elapsed, rss = run(argv, env)
+            samples.setdefault((kind, n), []).append(elapsed)
+            if kind == "reloadctl":
+                peak_rss[n] = max(peak_rss.get(n, 0), rss)
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGKILL)
+        for p in procs:
+            p.wait(30)
+        shutil.rmtree(root, ignore_errors=True)
+
+    print(
+        f"{len(procs)} agents started in {started_s:.1f} s; "
+        f"pool size {parallel}; {args.runs} runs each\n"
+    )
+    print(
+        f"{'N':>4} {'reloadctl ms':>13} {'rpyc ping ms':>13} {'ratio':>6} {'CLI peak RSS MiB':>17}"
+    )
+    result: dict[str, object] = {"agents": len(procs), "parallel": parallel, "runs": args.runs}
+    rows = []
+    for n in sizes:
+        ours = statistics.median(samples[("reloadctl", n)][1 if n == 1 else 0 :])
+        base = statistics.median(samples[("rpyc ping", n)][1 if n == 1 else 0 :])
+        ratio = ours / base
+        print(f"{n:>4} {ours:13.1f} {base:13.1f} {ratio:6.2f} {peak_rss[n] / 1024:17.1f}")
+        rows.append(
+            {
+                "n": n,
+                "reloadctl_ms": round(ours, 1),
+                "rpyc_ping_ms": round(base, 1),
+                "ratio": round(ratio, 2),
+                "cli_peak_rss_mib": round(peak_rss[n] / 1024, 1),
+            }
+        )
+    result["rows"] = rows
+    top = rows[-1]
+    verdict = "meets" if top["ratio"] <= TARGET_RATIO else "MISSES"  # type: ignore[operator]
+    print(
+        f"\nat N={top['n']}: {top['ratio']}x the bare rpyc ping fan-out "
+        f"({verdict} <= {TARGET_RATIO}x)"
+    )
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
