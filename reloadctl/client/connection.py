@@ -56,6 +56,8 @@ from reloadctl.secrets import Secret
 
 #: Longest single long-poll; short enough that a dead agent is noticed by rpyc's timer.
 MAX_POLL_WAIT_S: Final = 5.0
+#: Largest rpyc frame accepted from an agent: one reply plus rpyc's own framing.
+MAX_RPYC_FRAME: Final = codec.MAX_MESSAGE_BYTES + 64 * 1024
 #: rpyc's per-call timer sits this far above our own deadline (rule 2).
 SYNC_TIMEOUT_MARGIN_S: Final = 5.0
 _PEERCRED: Final = struct.Struct("3i")
@@ -77,6 +79,28 @@ def _client_protocol_config(timeout: float) -> dict[str, Any]:
         "close_catchall": True,
         "sync_request_timeout": timeout + SYNC_TIMEOUT_MARGIN_S,
     }
+
+
+def _capped_channel(stream: Any) -> Any:
+    """An rpyc channel that never compresses and refuses compressed or oversized frames.
+
+    The agent is authenticated by then, but a reply must still not be able to make the CLI
+    allocate without bound (rpyc trusts a 32-bit length and inflates zlib without limit).
+    """
+    from rpyc.core.channel import Channel
+
+    class CappedChannel(Channel):  # type: ignore[misc]
+        __slots__ = ()
+
+        def recv(self) -> bytes:
+            header = self.stream.read(self.FRAME_HEADER.size)
+            length, compressed = self.FRAME_HEADER.unpack(header)
+            if compressed or length > MAX_RPYC_FRAME:
+                raise RemoteProtocolError("the agent sent a compressed or oversized frame")
+            data: bytes = self.stream.read(length + len(self.FLUSHER))
+            return data[: -len(self.FLUSHER)]
+
+    return CappedChannel(stream, compress=False)
 
 
 def _connect(addr: Address, connect_timeout: float) -> socket.socket:
@@ -237,6 +261,8 @@ def _converse(
         if events.cursor != len(results) + len(events.results):
             raise RemoteProtocolError(f"{where}: poll cursor does not match its results")
         results.extend(events.results)
+        if len(results) > len(request.modules):  # one result per requested module at most
+            raise RemoteProtocolError(f"{where}: more results than requested modules")
         if events.done:
             return tuple(results)
 
@@ -288,14 +314,13 @@ def _serve(
     where: str,
     timeout: float,
 ) -> AgentInfo | tuple[ModuleResult, ...]:
-    from rpyc.core.channel import Channel
     from rpyc.core.stream import SocketStream
     from rpyc.utils.factory import connect_channel
 
     # rpyc retries reads on a socket timeout; a write that stalls this long breaks the call.
     sock.settimeout(max(0.001, deadline - time.monotonic()) + SYNC_TIMEOUT_MARGIN_S)
     conn = connect_channel(
-        Channel(SocketStream(sock), compress=False), config=_client_protocol_config(timeout)
+        _capped_channel(SocketStream(sock)), config=_client_protocol_config(timeout)
     )
     try:
         root = conn.root

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import socket
+import struct
 import subprocess
 import sys
 import textwrap
 import threading
 import time
 import uuid
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -282,3 +284,26 @@ def test_agent_stopping_mid_request_is_unreachable(
             call(agent.address, ReloadRequest((name,)), timeout=5)
     finally:
         timer.join()
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        struct.pack("!LB", 100, 1) + zlib.compress(b"\0" * 1000)[:100] + b"\n",  # compressed
+        struct.pack("!LB", 2**31, 0),  # oversized
+    ],
+)
+def test_authenticated_agent_cannot_send_bombs(
+    fake_agent: Callable[[FakeAgent], str], frame: bytes
+) -> None:
+    def bomber(conn: socket.socket) -> None:
+        server = auth.ServerHandshake(SECRET)
+        conn.sendall(server.hello())
+        welcome, _session = server.respond(_read_proof(conn))
+        conn.sendall(welcome)
+        recv_exact(conn, 5)  # the client's first rpyc frame header
+        conn.sendall(frame)
+        time.sleep(0.5)
+
+    with pytest.raises(RemoteProtocolError, match="compressed or oversized"):
+        call(fake_agent(bomber))
