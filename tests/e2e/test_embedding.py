@@ -319,9 +319,29 @@ def _gunicorn_args(server: Server) -> list[str]:
     ]
 
 
-def test_gunicorn_post_fork_hook_gives_every_worker_an_agent(server: Server) -> None:
+@pytest.mark.parametrize(
+    "extra",
+    [
+        pytest.param([], id="sync"),
+        # --preload imports the app in the master before forking: HUP cannot reload that,
+        # reloadctl patches each worker's copy.
+        pytest.param(["--preload"], id="preload"),
+        pytest.param(["--worker-class", "gthread", "--threads", "4"], id="gthread"),
+    ],
+)
+def test_gunicorn_post_fork_hook_gives_every_worker_an_agent(
+    server: Server, extra: list[str]
+) -> None:
     server.start(
-        [sys.executable, "-m", "gunicorn", "--config", "gunicorn_conf.py", *_gunicorn_args(server)]
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--config",
+            "gunicorn_conf.py",
+            *extra,
+            *_gunicorn_args(server),
+        ]
     )
     assert_live_reload_of_every_worker(server)
 
