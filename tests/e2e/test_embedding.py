@@ -285,6 +285,21 @@ def assert_live_reload_of_every_worker(
             lambda: loop.pids_serving("pricing v2", since=before_reload) >= workers,
             timeout,
         )
+        # A syntax error is rejected in every worker, and they all keep serving v2.
+        server.edit_pricing('VERSION: Final = "v2"', 'VERSION: Final = "v3"\ndef broken(:')
+        broken = server.reloadctl("reload", "--local", "pricing")
+        after_broken = time.monotonic()
+        assert broken.returncode == 1, (broken.stdout, broken.stderr)
+        records = [r for r in _records(broken.stdout) if "summary" not in r]
+        assert {r["status"] for r in records} == {"failed"} | (
+            {"not_loaded"} if master_has_agent else set()
+        )
+        assert {r["error"]["type"] for r in records if r["status"] == "failed"} == {"SyntaxError"}
+        _wait_for(
+            "every worker serving requests after the failed reload",
+            lambda: loop.pids_serving("pricing v2", since=after_broken) >= workers,
+            timeout,
+        )
     assert loop.failures == [], loop.failures[:5]
     assert server.workers() == workers, "a worker was restarted"
     assert {pid for _, pid, _ in loop.seen} == workers, "a request was served by another process"
