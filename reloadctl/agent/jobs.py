@@ -18,6 +18,9 @@ Rules:
    results are final. An unknown or expired job raises ``UnknownJob``.
 5. An engine that raises (a bug) fails every module of the job with the exception's class
    name; the worker survives everything.
+6. ``patched_modules`` (for ``status``) never waits for a running job: the engine's answer
+   needs its reload lock, so while a job runs, the snapshot taken just before the job is
+   returned (the modules patched so far; the running job is not in it yet).
 """
 
 from __future__ import annotations
@@ -126,6 +129,8 @@ class JobManager:
         self._queue: deque[Job] = deque()
         self._worker: threading.Thread | None = None
         self._stopping = False
+        self._running = False
+        self._patched_snapshot: list[PatchedModule] | None = None
 
     # -- public ----------------------------------------------------------------------------
 
@@ -181,12 +186,24 @@ class JobManager:
             )
 
     def patched_modules(self) -> list[PatchedModule]:
-        """The engine's ``patched_modules()``; empty when the engine cannot be loaded."""
+        """The engine's ``patched_modules()``, without waiting for a running job (rule 6).
+
+        Empty when the engine cannot be loaded or fails.
+        """
+        with self._cond:
+            if self._running and self._patched_snapshot is not None:
+                return list(self._patched_snapshot)
+        return self._refresh_patched()
+
+    def _refresh_patched(self) -> list[PatchedModule]:
         try:
-            return list(self._engine_loader().patched_modules())
+            patched = list(self._engine_loader().patched_modules())
         except Exception:  # status must answer even with a broken engine
             log.exception("engine patched_modules() failed")
             return []
+        with self._cond:
+            self._patched_snapshot = patched
+        return patched
 
     def stop(self, timeout: float = 1.0) -> None:
         """Stop taking jobs; wait up to ``timeout`` for the worker (a running reload goes on)."""
@@ -253,7 +270,14 @@ class JobManager:
                 if job.done:
                     continue
                 job.started = True
-            results = self._run(job)
+            self._refresh_patched()  # the snapshot status serves while this job runs
+            with self._cond:
+                self._running = True
+            try:
+                results = self._run(job)
+            finally:
+                with self._cond:
+                    self._running = False
             with self._cond:
                 if _is_done(job):  # reported as timed out meanwhile (rule 3)
                     log.warning(

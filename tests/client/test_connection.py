@@ -219,6 +219,11 @@ def test_client_timeout_does_not_stop_the_reload(
     with pytest.raises(TargetTimeout, match="keeps running"):
         call(agent.address, ReloadRequest((name,)), secret=None, timeout=0.3)
     assert time.monotonic() - started < 1.0
+    # status is answered at once while the reload still runs
+    t = time.monotonic()
+    assert isinstance(call(agent.address, secret=None), AgentInfo)
+    assert time.monotonic() - t < 0.5
+    assert sys.modules[name].VALUE == 1  # type: ignore[attr-defined]
     # the client is gone; the reload completes inside the agent anyway
     deadline = time.monotonic() + 5
     while getattr(sys.modules[name], "VALUE", None) != 2 and time.monotonic() < deadline:
