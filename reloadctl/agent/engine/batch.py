@@ -26,7 +26,8 @@ from reloadctl.agent.engine.dependents import rebind_dependents
 from reloadctl.agent.engine.moves import Moved, follow_moves
 from reloadctl.agent.engine.namespace import Applied, HookFailed, apply_module
 from reloadctl.agent.engine.order import dependency_order
-from reloadctl.agent.engine.plan import plan_actions, proven_unchanged
+from reloadctl.agent.engine.plan import plan_actions
+from reloadctl.agent.engine.proof import proven_unchanged
 from reloadctl.agent.engine.resolve import Target, failure, loaded_module, prepare
 from reloadctl.agent.engine.source import digest_text, read_source
 from reloadctl.proto.messages import (

@@ -80,8 +80,3 @@ def plan_actions(target: Target, previously_defined: frozenset[str] | None) -> t
         if key in ns and not (target.code.star_import and not is_definition(value, name)):
             actions.append(Action("removed", f"{name}.{key}"))
     return tuple(actions)
-
-
-def proven_unchanged(target: Target) -> bool:
-    """True only when the new source provably defines exactly what is live (first sight)."""
-    return False

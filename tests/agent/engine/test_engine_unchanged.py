@@ -1,0 +1,98 @@
+"""Unchanged detection: digest of the applied version, and the first-sight proof."""
+
+from __future__ import annotations
+
+from conftest import Kit
+
+PLAIN = '''
+"""A module the engine has never run."""
+import os
+from os import path as osp
+from dataclasses import dataclass
+LIMIT = 10
+NAMES = ("a", "b")
+def f(x: int, y: int = 2, *, z: str = "k") -> int:
+    def inner():
+        return x
+    return x + y + LIMIT
+async def g():
+    return 1
+class Base:
+    """Base doc."""
+    KIND = "base"
+    def meth(self, a=1):
+        return a
+    @property
+    def p(self):
+        return 1
+    @staticmethod
+    def s():
+        return 2
+    @classmethod
+    def c(cls):
+        return cls
+class Child(Base):
+    pass
+@dataclass
+class Point:
+    x: int
+    y: int = 0
+'''
+
+
+def test_first_sight_identical_source_is_unchanged(kit: Kit) -> None:
+    kit.write("m", PLAIN)
+    m = kit.load("m")
+    f, Base, child = m.f, m.Base, m.Child()
+    kit.write("m", PLAIN)  # same text, newer mtime: nothing to do
+    r = kit.reload_one("m")
+    assert r.status == "unchanged", r
+    assert m.f is f and m.Base is Base and type(child) is m.Child
+
+
+def test_first_sight_each_kind_of_change_is_noticed(kit: Kit) -> None:
+    changes = [
+        ("LIMIT = 10", "LIMIT = 11"),
+        ("return x + y + LIMIT", "return x + y - LIMIT"),
+        ("y: int = 2", "y: int = 3"),
+        ('z: str = "k"', 'z: str = "q"'),
+        ("-> int:", "-> str:"),
+        ("return x\n", "return -x\n"),
+        ('KIND = "base"', 'KIND = "other"'),
+        ("    @property\n    def p(self):\n        return 1\n", ""),
+        ("class Child(Base):", "class Child:"),
+        ("y: int = 0", "y: int = 1"),
+        ('"""Base doc."""', '"""Other doc."""'),
+        ('"""A module the engine has never run."""', ""),
+        ("from os import path as osp", "from os import sep as osp"),
+        ("import os\n", ""),
+    ]
+    for index, (old, new) in enumerate(changes):
+        assert old in PLAIN, old
+        name = f"m{index}"
+        kit.write(name, PLAIN)
+        kit.load(name)
+        kit.write(name, PLAIN.replace(old, new, 1))
+        r = kit.reload_one(name)
+        assert r.status == "reloaded", (old, new, r)
+
+
+def test_first_sight_runtime_state_is_not_proven_and_reloads(kit: Kit) -> None:
+    # documented policy: without the engine's own digest, a mutated literal cannot be told
+    # from an edited one, so the module is reloaded (and its state re-created)
+    kit.write("m", "CACHE = {}\n")
+    m = kit.load("m")
+    m.CACHE["k"] = 1
+    kit.write("m", "CACHE = {}\n")
+    assert kit.reload_one("m").status == "reloaded"
+    assert m.CACHE == {}
+
+
+def test_first_sight_custom_decorators_are_not_proven(kit: Kit) -> None:
+    src = "import functools\n@functools.lru_cache(maxsize=None)\ndef f(x):\n    return x\n"
+    kit.write("m", src)
+    kit.load("m")
+    kit.write("m", src)
+    assert kit.reload_one("m").status == "reloaded"
+    kit.write("m", src)
+    assert kit.reload_one("m").status == "unchanged"  # now the engine knows the digest
