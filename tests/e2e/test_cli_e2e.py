@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -393,3 +394,107 @@ def test_interrupt_exits_130(fleet: Fleet) -> None:
     assert statuses[a.address] == "not_attempted"
     assert statuses[f"unix://{path}"] in ("timeout", "unreachable")
     assert a.value() == "1"
+
+
+class Lines:
+    """Lines of a child's pipe, read by a thread, waited for with a bound."""
+
+    def __init__(self, pipe: Any) -> None:
+        self.lines: list[str] = []
+        self._pipe = pipe
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        for line in self._pipe:
+            self.lines.append(line.rstrip("\n"))
+
+    def wait(self, what: str, match: Callable[[str], bool], timeout: float = 15.0) -> str:
+        return str(wait_for(what, lambda: next((x for x in self.lines if match(x)), None), timeout))
+
+
+def spawn(fleet: Fleet, *args: str) -> tuple[subprocess.Popen[str], Lines, Lines]:
+    proc = subprocess.Popen(
+        [RELOADCTL, *args],
+        env=fleet.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    return proc, Lines(proc.stdout), Lines(proc.stderr)
+
+
+def stop(proc: subprocess.Popen[str], sig: int = signal.SIGINT) -> int:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+    try:
+        return proc.wait(15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
+
+
+def test_watch_reloads_on_save_and_survives_a_syntax_error(fleet: Fleet) -> None:
+    pytest.importorskip("watchfiles")
+    a = fleet.start()
+    proc, out, err = spawn(fleet, "watch", str(a.home), "-H", a.address, "-o", "ndjson")
+    try:
+        err.wait("the watcher to start", lambda x: "watching" in x)
+        time.sleep(0.5)  # the native watcher registers its inotify watches after that line
+
+        def saved(body: str, status: str) -> dict[str, Any]:
+            seen = len(out.lines)
+            for _ in range(3):  # an edit made before the watch is in place is not seen: redo
+                a.write_module(body)
+                try:
+                    wait_for("a record", lambda: len(out.lines) > seen, timeout=5)
+                    break
+                except AssertionError:
+                    continue
+            line = out.wait(
+                f"a {status} record",
+                lambda x: x.startswith('{"target"') and f'"status":"{status}"' in x,
+            )
+            return dict(json.loads(line))
+
+        rec = saved("def value():\n    return '2'\n", "reloaded")
+        assert rec["module"] == "mod" and rec["target"] == a.address
+        a.wait_value("2")
+        rec = saved("def value(:\n", "failed")
+        assert rec["error"]["type"] == "SyntaxError"
+        time.sleep(0.2)
+        assert a.value() == "2" and proc.poll() is None  # reported, still watching
+    finally:
+        code = stop(proc)
+    assert code == 130
+
+
+def test_pause_after_canary_then_resume(fleet: Fleet) -> None:
+    workers = [fleet.start() for _ in range(3)]
+    for w in workers:
+        w.write_module("def value():\n    return '2'\n")
+    args = ["reload", "-o", "ndjson", "--canary", "1", "--pause"]
+    for w in workers:
+        args += ["-H", w.address]
+    proc, out, err = spawn(fleet, *args, "mod")
+    try:
+        line = err.wait("the pause message", lambda x: "reloadctl rollout resume" in x)
+        rollout_id = line.split("reloadctl rollout resume ")[1].split()[0]
+        workers[0].wait_value("2")
+        time.sleep(0.3)
+        assert [w.value() for w in workers[1:]] == ["1", "1"]  # paused: nothing else yet
+        assert proc.poll() is None
+        resumed = fleet.cli("rollout", "resume", rollout_id)
+        assert resumed.returncode == 0, resumed.stderr
+        assert proc.wait(15) == 0
+    finally:
+        stop(proc)
+    for w in workers:
+        w.wait_value("2")
+    assert json.loads(out.lines[-1]) == {"summary": {"reloaded": 3}}
+    again = fleet.cli("rollout", "resume", rollout_id)
+    assert again.returncode == 1 and "no rollout" in again.stderr
