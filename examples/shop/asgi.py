@@ -7,6 +7,7 @@ in their ``lifespan`` handler.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import pricing
 
 import reloadctl.agent
+from reloadctl.errors import ReloadctlError
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -26,7 +28,11 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                reloadctl.agent.start()
+                try:
+                    reloadctl.agent.start()
+                except ReloadctlError:
+                    # Serve without live reload rather than not at all.
+                    logging.getLogger(__name__).exception("reloadctl agent not started")
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await send({"type": "lifespan.shutdown.complete"})

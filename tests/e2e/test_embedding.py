@@ -143,6 +143,7 @@ class Server:
     tmp: Path
     port: int = field(default_factory=_free_port)
     proc: subprocess.Popen[bytes] | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.shop = self.tmp / "shop"
@@ -162,6 +163,7 @@ class Server:
             PYTHONPATH=str(self.shop),
             PYTHONDONTWRITEBYTECODE="1",
         )
+        env.update(self.extra_env)
         return env
 
     def start(self, argv: list[str]) -> None:
@@ -359,6 +361,20 @@ def test_gunicorn_post_fork_hook_gives_every_worker_an_agent(
         ]
     )
     assert_live_reload_of_every_worker(server)
+
+
+def test_gunicorn_workers_boot_even_when_their_agent_cannot_start(server: Server) -> None:
+    # TCP without a secret is refused by start(); the example hook logs it and boots on.
+    server.extra_env["RELOADCTL_AGENT_LISTEN"] = f"tcp://127.0.0.1:{_free_port()}"
+    server.start(
+        [sys.executable, "-m", "gunicorn", "--config", "gunicorn_conf.py", *_gunicorn_args(server)]
+    )
+    _wait_for("HTTP", lambda: _port_open(server.port))
+    assert "pricing v1" in _get(server.port)[1]
+    _wait_for("both workers' log lines", lambda: server.output().count("agent not started") == 2)
+    assert "refusing to listen on tcp://127.0.0.1" in server.output()
+    assert server.agent_pids() == set()
+    assert len(server.workers()) == WORKERS
 
 
 @pytest.mark.xfail(
