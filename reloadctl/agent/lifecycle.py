@@ -2,10 +2,10 @@
 
 Rules:
 1. ``start()`` resolves its settings (``agent.config``) and starts at most one agent per
-   process. Called again with the same settings it returns the running ``Agent``;
-   ``start()`` without an explicit ``listen`` (argument or ``RELOADCTL_AGENT_LISTEN``)
-   returns the running agent whatever its address, when the other settings match. Any other
-   difference raises ``AgentAlreadyRunning`` naming the running agent's address.
+   process. Called while an agent runs, it returns that ``Agent`` when every setting given
+   explicitly (arguments, and ``RELOADCTL_AGENT_LISTEN`` for the address) matches it, so a
+   plain ``start()`` in code run under the launcher gets the launcher's agent; a setting
+   that differs raises ``AgentAlreadyRunning`` naming the running agent's address.
 2. The kill switch ``RELOADCTL_AGENT_DISABLE=1`` makes ``start()`` return a disabled
    ``Agent`` (``enabled`` False, ``address`` ""), so host code never breaks because of it.
 3. The default listen address is a unix socket in the private (0700, ours) directory of
@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from reloadctl.agent.config import AgentConfig
     from reloadctl.agent.jobs import JobManager
     from reloadctl.agent.server import AgentServer
+    from reloadctl.proto.address import Address
 
 log = logging.getLogger(__name__)
 # A library must not make the host's logging print: without this, records of WARNING and
@@ -190,25 +191,61 @@ def start(
     if settings.disabled():
         log.info("reloadctl agent disabled by %s", settings.DISABLE_ENV)
         return Agent("")
-    explicit = listen is not None or bool(os.environ.get(settings.LISTEN_ENV, "").strip())
-    cfg = settings.build_config(
-        listen, secret=secret, secret_file=secret_file, allow=allow, read_only=read_only
-    )
     with _lock:
         running = current_agent()
         if running is not None:
             assert running.config is not None
-            same = running.config == (
-                cfg if explicit else replace(cfg, listen=running.config.listen)
+            differ = _differences(
+                running.config,
+                listen=listen,
+                secret=secret,
+                secret_file=secret_file,
+                allow=allow,
+                read_only=read_only,
             )
-            if same:
+            if not differ:
                 return running
             raise AgentAlreadyRunning(
                 f"a reloadctl agent already runs in this process at {running.address} with "
-                "different settings; stop() it first"
+                f"a different {', '.join(differ)}; stop() it first"
             )
+        cfg = settings.build_config(
+            listen, secret=secret, secret_file=secret_file, allow=allow, read_only=read_only
+        )
         _agent = _launch(cfg)
         return _agent
+
+
+def _differences(
+    have: AgentConfig,
+    *,
+    listen: str | None,
+    secret: Secret | bytes | str | None,
+    secret_file: str | os.PathLike[str] | None,
+    allow: Sequence[str] | str | None,
+    read_only: bool | None,
+) -> list[str]:
+    """Names of the settings given explicitly (not None) that differ from ``have``."""
+    differ: list[str] = []
+    explicit = listen is not None or os.environ.get(settings.LISTEN_ENV, "").strip()
+    if explicit and not _same_listen(settings.listen_address(listen), have.listen):
+        differ.append("listen")
+    if (secret is not None or secret_file is not None) and settings.agent_secret(
+        secret, secret_file
+    ) != have.secret:
+        differ.append("secret")
+    if allow is not None and settings.allow_patterns(allow) != have.allow:
+        differ.append("allow")
+    if read_only is not None and settings.read_only_mode(read_only) != have.read_only:
+        differ.append("read_only")
+    return differ
+
+
+def _same_listen(wanted: Address, running: Address) -> bool:
+    # "tcp://host:0" asked for any free port: the running agent's real port satisfies it.
+    if wanted.scheme != "unix" and wanted.port == 0:
+        return (wanted.scheme, wanted.host) == (running.scheme, running.host)
+    return wanted == running
 
 
 def _prepare_unix_path(path: str, *, default_dir: bool) -> None:

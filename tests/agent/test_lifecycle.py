@@ -84,6 +84,20 @@ def test_start_is_idempotent(runtime_dir: Path) -> None:
     assert second is not first and second.running
 
 
+def test_plain_start_returns_whatever_agent_runs(runtime_dir: Path) -> None:
+    # e.g. the launcher started a TCP agent with --secret-file; the app then calls start()
+    first = start("tcp://127.0.0.1:0", secret=SECRET, allow=["app.*"])
+    assert start() is first
+    assert start("tcp://127.0.0.1:0") is first  # any free port: the running one will do
+    assert start(secret=SECRET, allow=["app.*"]) is first
+    with pytest.raises(AgentAlreadyRunning, match="secret"):
+        start(secret=b"another")
+    with pytest.raises(AgentAlreadyRunning, match="allow"):
+        start(allow=["other.*"])
+    with pytest.raises(AgentAlreadyRunning, match="listen"):
+        start("tcp://127.0.0.2:0", secret=SECRET)
+
+
 def test_tcp_without_secret_is_refused_at_start(runtime_dir: Path) -> None:
     with pytest.raises(SecretError, match="RELOADCTL_SECRET_FILE"):
         start("tcp://127.0.0.1:0")
