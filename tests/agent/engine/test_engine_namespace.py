@@ -265,3 +265,33 @@ def test_duration_is_reported(kit: Kit) -> None:
     kit.load("m")
     kit.write("m", "X = 2\n")
     assert kit.ok("m").duration_ms > 0
+
+
+def test_failed_reload_then_fixed_source_reloads(kit: Kit) -> None:
+    kit.write("m", "X = 1\ndef f():\n    return 1\n")
+    m = kit.load("m")
+    f = m.f
+    kit.write("m", "X = 2\ndef f():\n    return 2\n1 / 0\n")
+    assert kit.reload_one("m").status == "failed"
+    kit.write("m", "X = 3\ndef f():\n    return 3\n")
+    kit.ok("m")
+    assert (m.X, f(), m.f is f) == (3, 3, True)
+
+
+def test_names_added_by_one_reload_are_pruned_by_the_next(kit: Kit) -> None:
+    kit.write("m", "X = 1\n")
+    m = kit.load("m")
+    kit.write("m", "X = 1\nY = 2\ndef g():\n    return 1\n")
+    kit.ok("m")
+    m.runtime = 5
+    kit.write("m", "X = 1\n")
+    r = kit.ok("m")
+    assert not hasattr(m, "Y") and not hasattr(m, "g")
+    assert m.runtime == 5
+    assert sorted(n.rpartition(".")[2] for n in actions(r, "removed")) == ["Y", "g"]
+
+
+def test_empty_request() -> None:
+    from reloadctl.agent.engine import reload_modules, rollback_modules
+
+    assert reload_modules([]) == [] and rollback_modules(iter(())) == []
