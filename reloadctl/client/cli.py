@@ -286,7 +286,14 @@ def _usage(ctx: typer.Context, message: str) -> NoReturn:
 
 def _settings(ctx: typer.Context, **values: object) -> Settings:
     base = ctx.obj if isinstance(ctx.obj, Settings) else Settings()
-    return base.merged(**values)
+    merged = base.merged(**values)
+    if merged.verbose and not merged.quiet:
+        import logging
+
+        # -v: what reloadctl itself logs (stale sockets removed, ...); -vv: rpyc's debug too.
+        level = logging.INFO if merged.verbose == 1 else logging.DEBUG
+        logging.basicConfig(stream=sys.stderr, level=level, format="reloadctl: %(message)s")
+    return merged
 
 
 def _output(s: Settings) -> str:

@@ -215,7 +215,10 @@ def rollout_dir() -> Path:
 
 
 def _write_state(path: Path, state: dict[str, object]) -> None:
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    # mkdir(parents=True) would make missing parents with the umask's mode; the socket
+    # directory must be 0700 or agents refuse it, so each level is made explicitly.
+    for directory in (path.parent.parent, path.parent):
+        directory.mkdir(mode=0o700, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(state), encoding="utf-8")
     os.replace(tmp, path)  # atomic: the poller never reads half a file

@@ -254,3 +254,31 @@ def test_rollback_command_is_exact() -> None:
         == "reloadctl --secret-file /s rollback -H tcp://10.0.0.1:7878 "
         "-H 'unix:///run/my dir/x.sock' shop.pricing shop.cart"
     )
+
+
+def test_state_directory_is_private(tmp_path: Path) -> None:
+    ts, _, run_batch = setup([RELOADED] * 2)
+    state_dir = tmp_path / "reloadctl" / "rollouts"
+    thread = threading.Thread(
+        target=run_rollout,
+        args=(ts, REQ),
+        kwargs={
+            "plan": RolloutPlan(canary=1, pause=True),
+            "run_batch": run_batch,
+            "on_outcome": lambda o: None,
+            "on_event": lambda e: None,
+            "state_dir": state_dir,
+            "rollout_id": "aa11",
+            "poll_interval": 0.02,
+        },
+    )
+    thread.start()
+    try:
+        deadline = time.monotonic() + 5
+        while not (state_dir / "aa11.json").exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert (state_dir.parent.stat().st_mode & 0o777) == 0o700
+        assert (state_dir.stat().st_mode & 0o777) == 0o700
+    finally:
+        abort_rollout("aa11", state_dir)
+        thread.join(5)
