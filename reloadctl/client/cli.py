@@ -454,6 +454,7 @@ def _run(
         run_batch=run_batch,
         on_outcome=renderer.outcome,
         on_event=lambda m: None if s.quiet else _warn(m),
+        notify=_warn,
     )
     renderer.finish()
     typos = fanout.modules_loaded_nowhere(report.outcomes) if kind == "modules" else []

@@ -292,6 +292,7 @@ def run_rollout(
     run_batch: BatchRunner,
     on_outcome: Callable[[Outcome], None],
     on_event: Callable[[str], None],
+    notify: Callable[[str], None] | None = None,
     state_dir: Path | None = None,
     rollout_id: str | None = None,
     poll_interval: float = 0.2,
@@ -304,11 +305,14 @@ def run_rollout(
         plan: canary, batches, thresholds, pause.
         run_batch: runs one batch concurrently (``fanout.run`` with options bound).
         on_outcome: every outcome, as it is known (including ``not_attempted`` ones).
-        on_event: one-line human messages (batch starts, pause instructions, abort rule).
+        on_event: one-line progress messages (batch starts, resumed).
+        notify: messages a user must see even with ``-q``: how to resume a paused rollout,
+            and the rule that aborted it (default: ``on_event``).
         state_dir: where the pause state file lives (default ``rollout_dir()``).
         rollout_id: the id (default: random hex).
         poll_interval: how often a paused rollout reads its state file, in seconds.
     """
+    tell = notify or on_event
     rid = rollout_id or os.urandom(_ID_BYTES).hex()  # not `secrets`: 4 ms of imports
     sizes = batch_sizes(len(targets), plan)
     staged = len(sizes) > 1
@@ -368,7 +372,7 @@ def run_rollout(
                     state_path,
                     {"id": rid, "state": PAUSED, "pid": os.getpid(), "created": time.time()},
                 )
-                on_event(
+                tell(
                     f"rollout {rid} paused after the first batch; "
                     f"continue with: reloadctl rollout resume {rid} "
                     f"(or stop it with: reloadctl rollout abort {rid})"
@@ -392,7 +396,7 @@ def run_rollout(
             outcomes.append(outcome)
             on_outcome(outcome)
     if aborted:
-        on_event(f"rollout {rid} aborted: {aborted}")
+        tell(f"rollout {rid} aborted: {aborted}")
     return RolloutReport(tuple(outcomes), rid, batches_run, aborted, interrupted)
 
 

@@ -275,7 +275,7 @@ def test_canary_abort_is_exit_5_with_rollback_command(
     agents[addrs[1]] = FakeAgent({"m": FAILED})
     agents[addrs[2]] = FakeAgent({"m": FAILED})
     monkeypatch.setattr(cli, "TRANSPORT", FakeTransport(agents))
-    args = ["reload", "-o", "ndjson", "--canary", "1", "--batch", "2", "--max-failures", "1"]
+    args = ["reload", "-q", "-o", "ndjson", "--canary", "1", "--batch", "2", "--max-failures", "1"]
     for a in addrs:
         args += ["-H", a]
     code, records, err = invoke([*args, "m"], env)
@@ -287,6 +287,7 @@ def test_canary_abort_is_exit_5_with_rollback_command(
         addrs[3]: "not_attempted",
         addrs[4]: "not_attempted",
     }
+    # Shown even with -q: the rule that fired and how to undo.
     assert "--max-failures 1: 2 of 2 targets failed in batch 2" in err
     assert f"reloadctl rollback -H {addrs[0]} m" in err
 
