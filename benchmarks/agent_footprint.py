@@ -1,0 +1,156 @@
+"""What the agent costs its host: idle CPU, memory and start-up time, each against a baseline.
+
+Run: ``python benchmarks/agent_footprint.py`` (about 40 s). Every figure is measured in the
+same run as its baseline, on the same interpreter:
+
+- idle CPU: on-CPU time of every thread of a process with a started agent, over 10 idle
+  seconds (from /proc/PID/task/*/schedstat), against the same process without the agent;
+  target < 1 ms in total (rpyc's default listener would wake twice a second);
+- memory: RSS of a process with a started agent against one that only imports rpyc and
+  msgpack, and against a bare interpreter; target: agent <= imports + 2 MiB;
+- start-up: launch to the program's first line under ``python -m reloadctl.agent script.py``
+  against ``python script.py``.
+
+Prints a table, then one JSON line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+IDLE_SECONDS = 10.0
+RUNS = 7
+
+HOLD = """
+import sys, time
+{prelude}
+sys.stdout.write("ready\\n"); sys.stdout.flush()
+time.sleep(3600)
+"""
+PRELUDES = {
+    "bare": "",
+    "imports": "import rpyc, msgpack",
+    "agent": "import reloadctl.agent as a; a.start()",
+}
+
+
+def cpu_ns(pid: int) -> int:
+    """On-CPU nanoseconds of every thread of ``pid`` so far."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (FileNotFoundError, ProcessLookupError):  # a thread that just ended
+            pass
+    return total
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+def spawn_holder(kind: str, env: dict[str, str]) -> subprocess.Popen[str]:
+    code = HOLD.format(prelude=PRELUDES[kind])
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env
+    )
+    assert proc.stdout is not None
+    if proc.stdout.readline().strip() != "ready":
+        proc.kill()
+        raise RuntimeError(f"{kind} holder did not start")
+    return proc
+
+
+def measure_holders(env: dict[str, str]) -> dict[str, dict[str, float]]:
+    procs = {kind: spawn_holder(kind, env) for kind in PRELUDES}
+    try:
+        time.sleep(1.0)  # let start-up work settle
+        before = {k: cpu_ns(p.pid) for k, p in procs.items()}
+        time.sleep(IDLE_SECONDS)
+        after = {k: cpu_ns(p.pid) for k, p in procs.items()}
+        return {
+            k: {
+                "idle_cpu_ms": (after[k] - before[k]) / 1e6,
+                "rss_mib": rss_kib(p.pid) / 1024,
+                "threads": len(list(Path(f"/proc/{p.pid}/task").iterdir())),
+            }
+            for k, p in procs.items()
+        }
+    finally:
+        for p in procs.values():
+            p.kill()
+            p.wait()
+            if p.stdout:
+                p.stdout.close()
+
+
+def first_line_ms(argv: list[str], env: dict[str, str]) -> float:
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, env=env)
+    assert proc.stdout is not None
+    proc.stdout.readline()
+    elapsed = (time.perf_counter() - t0) * 1000
+    proc.wait()
+    proc.stdout.close()
+    return elapsed
+
+
+def measure_startup(env: dict[str, str], workdir: Path) -> dict[str, float]:
+    script = workdir / "hello.py"
+    script.write_text("print('first line', flush=True)\n")
+    plain = [sys.executable, str(script)]
+    agent = [sys.executable, "-m", "reloadctl.agent", str(script)]
+    for _ in range(2):  # warm the page cache
+        first_line_ms(plain, env)
+        first_line_ms(agent, env)
+    a, b = [], []
+    for _ in range(RUNS * 2):
+        a.append(first_line_ms(plain, env))
+        b.append(first_line_ms(agent, env))
+    return {"plain_ms": statistics.median(a), "agent_ms": statistics.median(b)}
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory(prefix="rlbench-") as tmp:
+        runtime = Path(tmp) / "run"
+        runtime.mkdir(mode=0o700)
+        env = {**os.environ, "XDG_RUNTIME_DIR": str(runtime)}
+        holders = measure_holders(env)
+        startup = measure_startup(env, Path(tmp))
+    agent, imports, bare = holders["agent"], holders["imports"], holders["bare"]
+    rows = [
+        ("idle CPU over 10 s, agent", f"{agent['idle_cpu_ms']:.3f} ms", "target < 1 ms"),
+        ("idle CPU over 10 s, no agent", f"{bare['idle_cpu_ms']:.3f} ms", "baseline"),
+        ("RSS bare interpreter", f"{bare['rss_mib']:.1f} MiB", ""),
+        ("RSS import rpyc+msgpack", f"{imports['rss_mib']:.1f} MiB", "baseline"),
+        (
+            "RSS with agent started",
+            f"{agent['rss_mib']:.1f} MiB",
+            f"+{agent['rss_mib'] - imports['rss_mib']:.2f} MiB over imports (target <= 2)",
+        ),
+        ("threads with agent", f"{agent['threads']:.0f}", f"bare: {bare['threads']:.0f}"),
+        ("first line, python script.py", f"{startup['plain_ms']:.1f} ms", "baseline"),
+        (
+            "first line, python -m reloadctl.agent script.py",
+            f"{startup['agent_ms']:.1f} ms",
+            f"{startup['agent_ms'] / startup['plain_ms']:.2f}x",
+        ),
+    ]
+    width = max(len(r[0]) for r in rows)
+    for name, value, note in rows:
+        print(f"{name:<{width}}  {value:>12}  {note}")
+    print(json.dumps({"benchmark": "agent_footprint", "holders": holders, "startup": startup}))
+
+
+if __name__ == "__main__":
+    main()
