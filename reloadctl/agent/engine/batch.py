@@ -128,14 +128,27 @@ def _dry_run(item: Target | ModuleResult, ms: float) -> ModuleResult:
         record = history.lookup(item.name, item.module)
     if _is_unchanged(item, record):
         return ModuleResult(item.name, UNCHANGED, duration_ms=ms + _ms(start))
-    actions = plan_actions(item, record.defined if record else None)
+    actions = plan_actions(item, _previously_defined(item, record))
     return ModuleResult(item.name, RELOADED, actions=actions, duration_ms=ms + _ms(start))
 
 
 def _is_unchanged(target: Target, record: history.ModuleRecord | None) -> bool:
     if record is not None:
         return record.digest == target.source.digest
+    if target.imported is not None:
+        return target.imported.code == target.code.code
     return proven_unchanged(target)
+
+
+def _previously_defined(
+    target: Target, record: history.ModuleRecord | None
+) -> frozenset[str] | None:
+    """Names the running version's execution bound, when the engine can know them."""
+    if record is not None:
+        return record.defined
+    if target.imported is not None and not target.imported.star_import:
+        return target.imported.stores
+    return None
 
 
 def _apply_batch(
@@ -177,7 +190,7 @@ def _apply_batch(
         start = time.perf_counter()
         record = history.lookup(t.name, t.module)
         try:
-            applied = apply_module(t, record.defined if record else None)
+            applied = apply_module(t, _previously_defined(t, record))
         except BaseException as exc:  # noqa: BLE001 - a module body may raise anything
             spent[t.name] += _ms(start)
             _fail_batch(t.name, exc, done, ordered[index + 1 :], results=results, spent=spent)

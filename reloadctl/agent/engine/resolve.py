@@ -24,6 +24,7 @@ from importlib.machinery import ModuleSpec
 from types import ModuleType
 from typing import Any, Final
 
+from reloadctl.agent.engine.previous import imported_code
 from reloadctl.agent.engine.source import ModuleCode, Source, analyse, compile_module, read_source
 from reloadctl.proto.messages import FAILED, NOT_LOADED, REFUSED, ErrorInfo, ModuleResult
 
@@ -40,6 +41,8 @@ class Target:
     spec: ModuleSpec
     source: Source
     code: ModuleCode
+    #: The code the module was imported with, when its bytecode cache still holds it.
+    imported: ModuleCode | None = None
 
 
 def failure(name: str, exc: BaseException, *, duration_ms: float = 0.0) -> ModuleResult:
@@ -178,4 +181,6 @@ def prepare(name: str, allow: Sequence[str] | None) -> Target | ModuleResult:
     except Exception as exc:  # noqa: BLE001 - SyntaxError, ValueError (NUL), RecursionError
         return failure(name, exc)
     package = name if spec.submodule_search_locations is not None else name.rpartition(".")[0]
-    return Target(name, module, spec, source, analyse(code, package))
+    old = imported_code(module, source.text.encode("utf-8", "surrogateescape"))
+    imported = analyse(old, package) if old is not None else None
+    return Target(name, module, spec, source, analyse(code, package), imported)

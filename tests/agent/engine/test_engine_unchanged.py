@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
+import pytest
 from conftest import Kit
 
 PLAIN = '''
@@ -96,3 +100,23 @@ def test_first_sight_custom_decorators_are_not_proven(kit: Kit) -> None:
     assert kit.reload_one("m").status == "reloaded"
     kit.write("m", src)
     assert kit.reload_one("m").status == "unchanged"  # now the engine knows the digest
+
+
+def test_bytecode_cache_of_the_imported_version_makes_first_reload_precise(
+    kit: Kit, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)
+    kit.write("m", "OLD = 1\nCACHE = {}\ndef f():\n    return 1\n")
+    m = kit.load("m")
+    assert m.__cached__ and os.path.exists(m.__cached__)
+    m.runtime = "set by someone else"
+    m.CACHE["k"] = 1
+    cache = m.CACHE
+    kit.write("m", "OLD = 1\nCACHE = {}\ndef f():\n    return 1\n")  # touched, same code
+    assert kit.reload_one("m").status == "unchanged"
+    assert m.CACHE is cache
+    kit.write("m", "CACHE = {}\ndef f():\n    return 2\n")
+    kit.ok("m")
+    assert not hasattr(m, "OLD")  # the old source bound it
+    assert m.runtime == "set by someone else"  # the old source did not
+    assert m.f() == 2
