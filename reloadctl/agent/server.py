@@ -10,7 +10,9 @@ Rules:
    ``threading.excepthook`` (the host's stderr).
 3. After authentication rpyc reads through ``CappedChannel``: a frame longer than
    ``MAX_RPYC_FRAME`` or marked compressed drops the connection before any allocation or
-   decompression; we never compress either.
+   decompression (we never compress either); a frame must arrive whole within
+   ``FRAME_DEADLINE_S`` of its first byte, and a reply write that blocks ``IO_TIMEOUT_S``
+   ends the connection. An idle connection waits in poll() and never wakes up.
 4. At most ``max_connections`` sockets are served at once and at most ``max_handshakes`` of
    them may still be in the handshake; an extra socket is closed at once, without a thread.
 5. rpyc logs through ``reloadctl.agent.rpyc``; a connection that breaks in any way is logged
@@ -44,6 +46,11 @@ rpyc_log = logging.getLogger("reloadctl.agent.rpyc")
 
 #: rpyc wraps our byte payloads (brine + a request header): leave room for that.
 MAX_RPYC_FRAME: Final = codec.MAX_MESSAGE_BYTES + 64 * 1024
+#: Seconds a peer has to deliver the rest of a frame once it started one.
+FRAME_DEADLINE_S: Final = 30.0
+#: Socket timeout after the handshake: how often a stalled read re-checks its deadline, and
+#: how long a reply write may block on a peer that does not read (then the connection ends).
+IO_TIMEOUT_S: Final = 5.0
 #: rpyc's timer for requests the agent itself sends (only its close); kept short so that a
 #: peer that stops answering cannot hold a connection thread.
 SYNC_REQUEST_TIMEOUT_S: Final = 3.0
@@ -87,20 +94,35 @@ class CappedChannel(Channel):  # type: ignore[misc]
         super().__init__(stream, compress=False)
 
     def recv(self) -> bytes:
+        # rpyc calls recv() once poll() saw data, so a whole frame must follow within
+        # FRAME_DEADLINE_S: a peer that stalls mid-frame cannot hold the thread forever.
+        deadline = time.monotonic() + FRAME_DEADLINE_S
+        header = self._read_exact(self.FRAME_HEADER.size, deadline)
+        length, compressed = self.FRAME_HEADER.unpack(header)
+        if compressed:
+            raise RemoteProtocolError("compressed rpyc frame refused")
+        if length > MAX_RPYC_FRAME:
+            raise RemoteProtocolError(f"rpyc frame of {length} bytes over {MAX_RPYC_FRAME}")
+        return self._read_exact(length + len(self.FLUSHER), deadline)[: -len(self.FLUSHER)]
+
+    def _read_exact(self, count: int, deadline: float) -> bytes:
         # EOF is reported as PeerClosed, not EOFError: on EOFError rpyc's serve() starts a
         # polite close that waits for the peer's reply (a half-closed peer could hold the
         # thread for the whole sync timeout); our serve loop closes at once instead.
-        try:
-            header = self.stream.read(self.FRAME_HEADER.size)
-            length, compressed = self.FRAME_HEADER.unpack(header)
-            if compressed:
-                raise RemoteProtocolError("compressed rpyc frame refused")
-            if length > MAX_RPYC_FRAME:
-                raise RemoteProtocolError(f"rpyc frame of {length} bytes over {MAX_RPYC_FRAME}")
-            data: bytes = self.stream.read(length + len(self.FLUSHER))
-        except EOFError as exc:
-            raise PeerClosed(str(exc) or "connection closed by peer") from None
-        return data[: -len(self.FLUSHER)]
+        buf = bytearray()
+        while len(buf) < count:
+            try:
+                chunk = self.stream.sock.recv(min(count - len(buf), 65536))
+            except TimeoutError:
+                if time.monotonic() > deadline:
+                    raise RemoteProtocolError("peer stalled in the middle of a frame") from None
+                continue
+            except (OSError, EOFError) as exc:  # EOFError: rpyc's ClosedFile after close()
+                raise PeerClosed(str(exc) or "connection closed") from None
+            if not chunk:
+                raise PeerClosed("connection closed by peer")
+            buf += chunk
+        return bytes(buf)
 
 
 class PeerClosed(RemoteProtocolError):
@@ -313,7 +335,7 @@ class AgentServer(ThreadedServer):  # type: ignore[misc]
             raise RpycAuthenticationError(f"{peer}: {exc}") from None
         sock.settimeout(max(0.001, deadline - time.monotonic()))
         sock.sendall(welcome)
-        sock.settimeout(None)
+        sock.settimeout(IO_TIMEOUT_S)
         return sock, {"peer": peer, "session": session}
 
     # -- shutdown --------------------------------------------------------------------------

@@ -419,3 +419,53 @@ def test_unix_peer_with_another_uid_is_rejected(runtime_dir: Path) -> None:
     finally:
         agent.stop()
         runtime_dir.chmod(0o700)
+
+
+def test_authenticated_peer_stalling_mid_frame_is_dropped(
+    agents: Callable[..., Agent], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from reloadctl.agent import server
+
+    monkeypatch.setattr(server, "FRAME_DEADLINE_S", 0.5)
+    monkeypatch.setattr(server, "IO_TIMEOUT_S", 0.1)
+    agent = _tcp(agents)
+    host, port = agent.address[len("tcp://") :].rsplit(":", 1)
+    s = socket.create_connection((host, int(port)), timeout=5)
+    try:
+        client = auth.ClientHandshake(SECRET, require_mac=True)
+        s.sendall(client.answer(auth.read_frame(lambda n: recv_exact(s, n))))
+        client.finish(auth.read_frame(lambda n: recv_exact(s, n)))
+        s.sendall(struct.pack("!LB", 100, 0) + b"x" * 10)  # a frame that never completes
+        started = time.monotonic()
+        assert closed_by_peer(s, timeout=5)
+        assert time.monotonic() - started < 3
+    finally:
+        s.close()
+    assert isinstance(run(agent, StatusRequest()), AgentInfo)
+
+
+def test_random_sealed_payloads_only_get_error_replies(agents: Callable[..., Agent]) -> None:
+    import random
+
+    rng = random.Random(1234)
+    agent = _tcp(agents)
+    client = RawClient(agent.address)
+    try:
+        valid = codec.encode(ReloadRequest(("m",)))
+        for i in range(300):
+            if i % 2:
+                payload = bytes(rng.getrandbits(8) for _ in range(rng.randrange(0, 200)))
+            else:  # a valid message with a few bytes flipped
+                mutated = bytearray(valid)
+                for _ in range(rng.randrange(1, 4)):
+                    mutated[rng.randrange(len(mutated))] = rng.getrandbits(8)
+                payload = bytes(mutated)
+            raw = client.root.submit(client.session.seal(payload))
+            reply = codec.decode_reply(client.session.unseal(raw))
+            if isinstance(reply, ErrorReply):
+                assert reply.code in {"protocol", "forbidden", "busy"}, reply
+            else:  # a mutation that is still a valid message is served normally
+                assert isinstance(reply, (JobAccepted, AgentInfo)), reply
+        assert isinstance(client.call(StatusRequest()), AgentInfo)
+    finally:
+        client.close()
