@@ -167,3 +167,22 @@ def test_progress_lines_name_target_and_status() -> None:
     assert lines[0] == "[1/2] web1: shop.pricing reloaded (3.0 ms)"
     assert lines[1].startswith("[2/2] web2: shop.pricing unreachable")
     assert "1 reloaded, 1 unreachable" in lines[2]
+
+
+def test_live_progress_rewrites_one_line_and_clears_it() -> None:
+    out, err = io.StringIO(), io.StringIO()
+    r = Renderer("table", "modules", out, err, total=2, live=True)
+    r.outcome(Outcome(T1, ANSWERED, (OK,)))
+    assert err.getvalue() == "\r\x1b[K[1/2] 1 reloaded"
+    r.outcome(DOWN)
+    r.finish()
+    assert err.getvalue().endswith("\r\x1b[K[2/2] 1 reloaded, 1 unreachable\r\x1b[K")
+    assert "\n" not in err.getvalue()  # nothing left behind on the terminal
+    assert out.getvalue().splitlines()[-1] == "2 targets: 1 reloaded, 1 unreachable"
+
+
+def test_live_only_for_tables() -> None:
+    err = io.StringIO()
+    r = Renderer("ndjson", "modules", io.StringIO(), err, total=1, live=True)
+    r.outcome(Outcome(T1, ANSWERED, (OK,)))
+    assert err.getvalue().startswith("[1/1] web1:")
