@@ -279,9 +279,8 @@ def _fail(message: str, code: int) -> NoReturn:
 
 
 def _usage(ctx: typer.Context, message: str) -> NoReturn:
-    typer.echo(ctx.get_usage(), err=True)
-    typer.echo(f"Try '{ctx.command_path} --help' for help.\n", err=True)
-    _fail(message, EXIT_USAGE)
+    """One line, exit 2 (typer's own usage errors print their usage block instead)."""
+    _fail(f"{message} (see: {ctx.command_path} --help)", EXIT_USAGE)
 
 
 def _settings(ctx: typer.Context, **values: object) -> Settings:

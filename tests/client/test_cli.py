@@ -306,3 +306,10 @@ def test_watch_without_watchfiles_says_how_to_install(
     result = CliRunner().invoke(cli.app, ["watch", str(tmp_path), "-H", A], env=env)
     assert result.exit_code == 1
     assert "pip install 'reloadctl[watch]'" in result.stderr
+
+
+def test_our_usage_errors_are_one_line(fake: FakeTransport, env: dict[str, str | None]) -> None:
+    result = CliRunner().invoke(cli.app, ["reload", "-g", "web", "m"], env=env)
+    assert result.exit_code == 2
+    assert result.stderr.count("\n") == 1
+    assert result.stderr.startswith("reloadctl: error: unknown group 'web'")
