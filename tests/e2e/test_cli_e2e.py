@@ -498,3 +498,32 @@ def test_pause_after_canary_then_resume(fleet: Fleet) -> None:
     assert json.loads(out.lines[-1]) == {"summary": {"reloaded": 3}}
     again = fleet.cli("rollout", "resume", rollout_id)
     assert again.returncode == 1 and "no rollout" in again.stderr
+
+
+def test_dead_agent_in_a_rollout_counts_as_failed_unless_ignored(fleet: Fleet) -> None:
+    workers = [fleet.start() for _ in range(3)]
+    for w in workers:
+        w.write_module("def value():\n    return '2'\n")
+    workers[1].proc.kill()  # its socket stays behind: connecting is refused
+    workers[1].proc.wait(10)
+    base = ["reload", "-o", "ndjson", "--batch", "1", "--max-failures", "0"]
+    for w in workers:
+        base += ["-H", w.address]
+
+    result = fleet.cli(*base, "mod")
+    assert result.returncode == 5, result.stderr
+    by_target, _ = records(result)
+    assert [by_target[w.address]["status"] for w in workers] == [
+        "reloaded",
+        "unreachable",
+        "not_attempted",
+    ]
+    assert f"reloadctl rollback -H {workers[0].address} mod" in result.stderr
+    workers[0].wait_value("2")
+    assert workers[2].value() == "1"
+
+    result = fleet.cli(*base, "--ignore-unreachable", "mod")
+    assert result.returncode == 3, result.stderr  # not aborted, but silence is not success
+    by_target, _ = records(result)
+    assert by_target[workers[2].address]["status"] == "reloaded"
+    workers[2].wait_value("2")
