@@ -16,6 +16,7 @@ Rules:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -193,7 +194,15 @@ def _apply_batch(
             applied = apply_module(t, _previously_defined(t, record))
         except BaseException as exc:  # noqa: BLE001 - a module body may raise anything
             spent[t.name] += _ms(start)
-            _fail_batch(t.name, exc, done, ordered[index + 1 :], results=results, spent=spent)
+            _fail_batch(
+                t.name,
+                exc,
+                done,
+                ordered[index + 1 :],
+                results=results,
+                spent=spent,
+                loaded_before=loaded_before,
+            )
             return [results[name] for name in requested]
         spent[t.name] += _ms(start)
         done.append((t, applied))
@@ -209,7 +218,9 @@ def _apply_batch(
         except Exception as exc:  # noqa: BLE001 - an engine bug must not leave a half batch
             first = done[0][0].name
             spent[first] += _ms(start)
-            _fail_batch(first, exc, done, [], results=results, spent=spent)
+            _fail_batch(
+                first, exc, done, [], results=results, spent=spent, loaded_before=loaded_before
+            )
             return [results[name] for name in requested]
     hook_actions = extra_actions
     for t, applied in done:
@@ -221,7 +232,9 @@ def _apply_batch(
             hook(applied.snapshot)
         except BaseException as exc:  # noqa: BLE001 - a hook may raise anything
             spent[t.name] += _ms(start)
-            _fail_batch(t.name, exc, done, [], results=results, spent=spent)
+            _fail_batch(
+                t.name, exc, done, [], results=results, spent=spent, loaded_before=loaded_before
+            )
             return [results[name] for name in requested]
         spent[t.name] += _ms(start)
         hook_actions.setdefault(t.name, []).append(Action("hook", f"{t.name}.__reload__"))
@@ -260,10 +273,14 @@ def _fail_batch(
     *,
     results: dict[str, ModuleResult],
     spent: dict[str, float],
+    loaded_before: set[str],
 ) -> None:
     """Rule 3: undo every applied module and report the batch."""
     for _t, applied in reversed(done):
         applied.undo.revert()
+    _forget_new_submodules(
+        {t.name.partition(".")[0] for t, _ in done} | {name.partition(".")[0]}, loaded_before
+    )
     cause = exc.__cause__ if isinstance(exc, HookFailed) and exc.__cause__ else exc
     result = failure(name, cause, duration_ms=spent[name])
     if isinstance(exc, HookFailed) and result.error is not None:
@@ -282,6 +299,22 @@ def _fail_batch(
             )
     for t in pending:
         results[t.name] = _rolled_back(t.name, name, result.error, applied=False, ms=spent[t.name])
+
+
+def _forget_new_submodules(packages: set[str], loaded_before: set[str]) -> None:
+    """After a failed batch, drop the modules of the batch's packages that its new code
+    imported for the first time (``pkg.helpers`` added by the upgrade), and their parent
+    attributes, so the process is as it was. Modules of other packages stay: another thread
+    may have imported them meanwhile."""
+    for key in [k for k in list(sys.modules) if k not in loaded_before]:
+        if key.partition(".")[0] not in packages:
+            continue
+        module = sys.modules.pop(key, None)
+        parent_name, _, child = key.rpartition(".")
+        parent = sys.modules.get(parent_name) if parent_name else None
+        if parent is not None and getattr(parent, child, None) is module:
+            with contextlib.suppress(AttributeError, TypeError):
+                delattr(parent, child)
 
 
 def rollback_modules(

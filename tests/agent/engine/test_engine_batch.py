@@ -193,3 +193,20 @@ def test_dry_run_statuses(kit: Kit) -> None:
     r = kit.reload_one("m", dry_run=True)
     assert r.status == "failed" and r.error is not None and r.error.type == "SyntaxError"
     assert reload_modules(["sys"], dry_run=True)[0].status == "refused"
+
+
+def test_failed_upgrade_forgets_submodules_it_imported_first(kit: Kit) -> None:
+    kit.write("pkg", "from .core import api\n", package=True)
+    kit.write("pkg.core", "def api():\n    return 1\n")
+    pkg = kit.load("pkg")
+    core = sys.modules[kit.name("pkg.core")]
+    kit.write("pkg.extra", "VALUE = 2\n")
+    kit.write(
+        "pkg.core",
+        "from .extra import VALUE\ndef api():\n    return VALUE\nraise RuntimeError('half done')\n",
+    )
+    (r,) = kit.reload("pkg.core")
+    assert r.status == "failed" and r.error is not None and r.error.type == "RuntimeError"
+    assert kit.name("pkg.extra") not in sys.modules
+    assert not hasattr(pkg, "extra")
+    assert core.api() == 1 and not hasattr(core, "VALUE")
