@@ -261,7 +261,7 @@ def assert_live_reload_of_every_worker(
     """The scenario every embedding must pass (see the module docstring)."""
     assert server.proc is not None
     _wait_for("HTTP", lambda: _port_open(server.port), timeout)
-    workers = _wait_for(f"{WORKERS} workers", lambda: len(server.workers()) == WORKERS and 1)
+    _wait_for(f"{WORKERS} workers", lambda: len(server.workers()) == WORKERS)
     workers = server.workers()
     expected_agents = workers | ({server.proc.pid} if master_has_agent else set())
     _wait_for_agents(server, expected_agents, timeout=10)  # agents start in well under 1 s
@@ -291,7 +291,9 @@ def assert_live_reload_of_every_worker(
         server.edit_pricing('VERSION: Final = "v2"', 'VERSION: Final = "v3"\ndef broken(:')
         broken = server.reloadctl("reload", "--local", "pricing")
         after_broken = time.monotonic()
-        assert broken.returncode == 1, (broken.stdout, broken.stderr)
+        # 1: every worker failed; with an agent in the master too, its not_loaded may make
+        # the CLI call it partial (3). Either way never 0.
+        assert broken.returncode in ({1, 3} if master_has_agent else {1}), broken
         records = [r for r in _records(broken.stdout) if "summary" not in r]
         assert {r["status"] for r in records} == {"failed"} | (
             {"not_loaded"} if master_has_agent else set()
