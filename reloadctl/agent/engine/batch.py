@@ -129,7 +129,10 @@ def _dry_run(item: Target | ModuleResult, ms: float) -> ModuleResult:
         record = history.lookup(item.name, item.module)
     if _is_unchanged(item, record):
         return ModuleResult(item.name, UNCHANGED, duration_ms=ms + _ms(start))
-    actions = plan_actions(item, _previously_defined(item, record))
+    try:
+        actions = plan_actions(item, _previously_defined(item, record))
+    except Exception as exc:  # noqa: BLE001 - report, never raise for one module
+        return failure(item.name, exc, duration_ms=ms + _ms(start))
     return ModuleResult(item.name, RELOADED, actions=actions, duration_ms=ms + _ms(start))
 
 

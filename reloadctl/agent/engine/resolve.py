@@ -151,7 +151,18 @@ def find_spec(name: str, module: ModuleType) -> ModuleSpec | None:
 
 
 def prepare(name: str, allow: Sequence[str] | None) -> Target | ModuleResult:
-    """Resolve, re-find, read and compile ``name`` without changing anything."""
+    """Resolve, re-find, read and compile ``name`` without changing anything.
+
+    Never raises: anything unexpected (a hostile module object, a broken finder) is a
+    ``failed`` result carrying that exception.
+    """
+    try:
+        return _prepare(name, allow)
+    except Exception as exc:  # noqa: BLE001 - the engine reports, it never raises per module
+        return failure(name, exc)
+
+
+def _prepare(name: str, allow: Sequence[str] | None) -> Target | ModuleResult:
     found = loaded_module(name, allow)
     if isinstance(found, ModuleResult):
         return found
@@ -171,7 +182,7 @@ def prepare(name: str, allow: Sequence[str] | None) -> Target | ModuleResult:
         return refusal(name, reason)
     try:
         source = read_source(spec.loader, name)
-    except (OSError, ImportError) as exc:
+    except Exception as exc:  # noqa: BLE001 - OSError, UnicodeDecodeError, a loader's own
         return failure(name, exc)
     if source is None:
         return refusal(name, f"{name} has no Python source (loaded from {spec.origin})")

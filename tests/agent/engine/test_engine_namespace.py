@@ -295,3 +295,13 @@ def test_empty_request() -> None:
     from reloadctl.agent.engine import reload_modules, rollback_modules
 
     assert reload_modules([]) == [] and rollback_modules(iter(())) == []
+
+
+def test_undecodable_source_is_a_failure_not_an_exception(kit: Kit) -> None:
+    path = kit.write("m", "X = 1\n")
+    m = kit.load("m")
+    path.write_bytes(b"# -*- coding: utf-8 -*-\nX = '\xff\xfe'\n")
+    r = kit.reload_one("m")
+    assert r.status == "failed" and r.error is not None
+    assert r.error.type in {"UnicodeDecodeError", "SyntaxError"}
+    assert m.X == 1

@@ -144,3 +144,16 @@ def test_programmer_errors_raise() -> None:
         reload_modules(["json"], allow=[None])  # type: ignore[list-item]
     with pytest.raises(TypeError):
         rollback_modules([b"json"])  # type: ignore[list-item]
+
+
+def test_hostile_module_object_is_reported_not_raised(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Hostile(types.ModuleType):
+        @property
+        def __spec__(self):  # type: ignore[override]
+            raise RuntimeError("no spec for you")
+
+    monkeypatch.setitem(sys.modules, "hostile_rl", Hostile("hostile_rl"))
+    (r,) = reload_modules(["hostile_rl"])
+    assert r.status == "failed" and r.error is not None and r.error.type == "RuntimeError"
+    (r,) = reload_modules(["hostile_rl"], dry_run=True)
+    assert r.status == "failed"
