@@ -71,8 +71,8 @@ def timed(argv: list[str], env: dict[str, str]) -> float:
     return elapsed
 
 
-def importtime(argv: list[str], env: dict[str, str], top: int = 12) -> list[tuple[str, int, int]]:
-    """(module, self us, cumulative us) of the slowest imports, by self time."""
+def importtime(argv: list[str], env: dict[str, str]) -> list[tuple[str, int, int]]:
+    """(module, self us, cumulative us) of every import, slowest self time first."""
     run = subprocess.run(
         [sys.executable, "-X", "importtime", *argv],
         check=False,
@@ -88,7 +88,23 @@ def importtime(argv: list[str], env: dict[str, str], top: int = 12) -> list[tupl
         self_us, cumulative_us, name = (p.strip() for p in line[len("import time:") :].split("|"))
         rows.append((name.strip(), int(self_us), int(cumulative_us)))
     rows.sort(key=lambda r: r[1], reverse=True)
-    return rows[:top]
+    return rows
+
+
+def by_package(rows: list[tuple[str, int, int]]) -> list[tuple[str, float]]:
+    """Self time summed per owner: reloadctl.<sub>, each third-party package, the stdlib."""
+    stdlib = sys.stdlib_module_names
+    totals: dict[str, int] = {}
+    for name, self_us, _ in rows:
+        root = name.split(".")[0]
+        if root == "reloadctl":
+            owner = ".".join(name.split(".")[:2])
+        elif root in stdlib or root.startswith("_"):
+            owner = "(stdlib)"
+        else:
+            owner = root
+        totals[owner] = totals.get(owner, 0) + self_us
+    return sorted(((k, v / 1000) for k, v in totals.items()), key=lambda kv: -kv[1])
 
 
 def main() -> None:
@@ -122,7 +138,7 @@ def main() -> None:
         random.shuffle(order)
         for name in order:
             samples[name].append(timed(cases[name], env))
-        offenders = importtime([RELOADCTL, "reload", "-H", address, "-q", "mod"], env)
+        imports = importtime([RELOADCTL, "reload", "-H", address, "-q", "mod"], env)
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -146,12 +162,20 @@ def main() -> None:
     ratio = statistics.median(samples["reloadctl reload -H ADDR mod"]) / base
     verdict = "meets" if ratio <= TARGET_RATIO else "MISSES"
     print(f"\nreload: {ratio:.2f}x python -c pass ({verdict} the <= {TARGET_RATIO:g}x target)")
-    print("\n-X importtime, reload command, slowest by self time:")
+    offenders = imports[:12]
+    groups = by_package(imports)
+    print("\n-X importtime, reload command, self time per owner:")
+    for owner, ms in groups:
+        if ms >= 0.5:
+            print(f"  {owner:38} {ms:8.1f} ms")
+    print(f"  {'total':38} {sum(ms for _, ms in groups):8.1f} ms")
+    print("\n-X importtime, reload command, slowest modules by self time:")
     print(f"{'module':40} {'self ms':>8} {'cumulative ms':>14}")
     for name, self_us, cum_us in offenders:
         print(f"{name:40} {self_us / 1000:8.1f} {cum_us / 1000:14.1f}")
     result["reload_ratio"] = round(ratio, 2)
     result["target_ratio"] = TARGET_RATIO
+    result["importtime_by_owner_ms"] = {k: round(v, 1) for k, v in groups if v >= 0.1}
     result["importtime_top"] = [
         {"module": n, "self_ms": s / 1000, "cumulative_ms": c / 1000} for n, s, c in offenders
     ]
