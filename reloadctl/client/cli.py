@@ -73,7 +73,9 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
 rollout_app = typer.Typer(
-    help="Control a paused rollout.", no_args_is_help=True, rich_markup_mode=None
+    help="Control a rollout paused with --pause: reloadctl rollout resume ID.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
 )
 app.add_typer(rollout_app, name="rollout")
 
@@ -85,6 +87,7 @@ Hosts = Annotated[
     typer.Option(
         "--host",
         "-H",
+        metavar="TARGET",
         help="Target: inventory name or address (unix:///p.sock, tcp://h:p, tls://h:p, "
         "host[:port]). Repeatable; commas allowed. Default: $RELOADCTL_HOST.",
         show_default=False,
@@ -92,7 +95,9 @@ Hosts = Annotated[
 ]
 Groups = Annotated[
     list[str] | None,
-    typer.Option("--group", "-g", help="Every target of this inventory group. Repeatable."),
+    typer.Option(
+        "--group", "-g", metavar="GROUP", help="Every target of this inventory group. Repeatable."
+    ),
 ]
 AllGroups = Annotated[bool, typer.Option("--all", help="Every target in the inventory.")]
 Local = Annotated[
@@ -135,6 +140,7 @@ SecretFile = Annotated[
     Path | None,
     typer.Option(
         "--secret-file",
+        metavar="FILE",
         help="File holding the shared secret (mode 600). Default: $RELOADCTL_SECRET_FILE, "
         "the inventory's secret_file, then $RELOADCTL_SECRET. Never a value on the command "
         "line.",
@@ -145,6 +151,7 @@ InventoryOpt = Annotated[
     Path | None,
     typer.Option(
         "--inventory",
+        metavar="FILE",
         help="Inventory TOML. Default: $RELOADCTL_INVENTORY, else "
         "$XDG_CONFIG_HOME/reloadctl/inventory.toml.",
         show_default=False,
