@@ -527,3 +527,23 @@ def test_dead_agent_in_a_rollout_counts_as_failed_unless_ignored(fleet: Fleet) -
     by_target, _ = records(result)
     assert by_target[workers[2].address]["status"] == "reloaded"
     workers[2].wait_value("2")
+
+
+def test_local_agent_that_does_not_answer_is_reported_not_skipped(fleet: Fleet) -> None:
+    a = fleet.start()
+    # A live process (this test) with a socket that accepts but never speaks.
+    path = fleet.runtime / "reloadctl" / f"silent-{os.getpid()}.sock"
+    silent = socket.socket(socket.AF_UNIX)
+    try:
+        silent.bind(str(path))
+        silent.listen(4)
+        started = time.monotonic()
+        result = fleet.cli("ps", "-o", "ndjson", "--connect-timeout", "0.5", "--timeout", "1")
+        elapsed = time.monotonic() - started
+    finally:
+        silent.close()
+    assert result.returncode == 3, result.stderr
+    by_target, _ = records(result)
+    assert by_target[f"silent-{os.getpid()}"]["status"] in ("timeout", "unreachable")
+    assert by_target[f"worker-{a.proc.pid}"]["status"] == "ok"
+    assert elapsed < 10
