@@ -30,7 +30,7 @@ from reloadctl.agent.engine.order import dependency_order
 from reloadctl.agent.engine.plan import plan_actions
 from reloadctl.agent.engine.proof import proven_unchanged
 from reloadctl.agent.engine.resolve import Target, failure, loaded_module, prepare
-from reloadctl.agent.engine.source import digest_text, read_source
+from reloadctl.agent.engine.source import read_source
 from reloadctl.proto.messages import (
     FAILED,
     RELOADED,
@@ -137,7 +137,7 @@ def _dry_run(item: Target | ModuleResult, ms: float) -> ModuleResult:
 
 
 def _is_unchanged(target: Target, record: history.ModuleRecord | None) -> bool:
-    if record is not None:
+    if record is not None and record.digest is not None:
         return record.digest == target.source.digest
     if target.imported is not None:
         return target.imported.code == target.code.code
@@ -148,7 +148,7 @@ def _previously_defined(
     target: Target, record: history.ModuleRecord | None
 ) -> frozenset[str] | None:
     """Names the running version's execution bound, when the engine can know them."""
-    if record is not None:
+    if record is not None and record.defined is not None:
         return record.defined
     if target.imported is not None and not target.imported.star_import:
         return target.imported.stores
@@ -382,16 +382,16 @@ def rollback_modules(
 def patched_modules() -> list[PatchedModule]:
     """Every module this engine patched since process start, with whether the source on
     disk now differs from what runs (``diverged``; None when it cannot be read)."""
-    with history.LOCK:
-        entries = [
-            (name, r.loader, r.digest, r.reloads, r.last_reload) for name, r in history.records()
-        ]
+    # history.records() has its own short lock: status never waits for a running reload
+    entries = [
+        (name, r.loader, r.digest, r.reloads, r.last_reload) for name, r in history.records()
+    ]
     out: list[PatchedModule] = []
     for name, loader, digest, reloads, last in entries:
         diverged: bool | None
         try:
             source = read_source(loader, name)
-            diverged = None if source is None else source.digest != digest
+            diverged = None if source is None or digest is None else source.digest != digest
         except (OSError, ImportError):
             diverged = True if not _exists(loader, name) else None
         out.append(PatchedModule(name, reloads, last, diverged))
@@ -406,4 +406,4 @@ def _exists(loader: object, name: str) -> bool:
         return False
 
 
-__all__ = ["digest_text", "patched_modules", "reload_modules", "rollback_modules"]
+__all__ = ["patched_modules", "reload_modules", "rollback_modules"]

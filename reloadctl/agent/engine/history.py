@@ -1,7 +1,8 @@
 """What the engine remembers per module: the source it applied, and how to undo the last
 reload (one previous version per module), for ``rollback_modules`` and ``patched_modules``.
 
-All access happens under the engine's reload lock (``LOCK``).
+Changes happen under the engine's reload lock (``LOCK``); the record table itself has a
+short private lock too, so ``records()`` (for ``patched_modules``) never waits for a reload.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from typing import Any, Final
 
 from reloadctl.agent.engine.undo import UndoLog
 
-#: The one process-wide reload lock: applying, rolling back and reading history.
+#: The one process-wide reload lock: applying and rolling back.
 LOCK: Final = threading.RLock()
+_TABLE: Final = threading.Lock()
 
 
 @dataclass(slots=True)
@@ -25,8 +27,10 @@ class ModuleRecord:
 
     module: weakref.ref[ModuleType]
     loader: Any
-    digest: str
-    defined: frozenset[str]
+    #: Digest of the source running now; None when unknown (rolled back to the import).
+    digest: str | None
+    #: Names the running version's execution bound; None when unknown (likewise).
+    defined: frozenset[str] | None
     reloads: int
     last_reload: float
     sequence: int
@@ -42,7 +46,8 @@ _sequence = 0
 
 def lookup(name: str, module: ModuleType) -> ModuleRecord | None:
     """The record of ``name`` if it is about this very module object (not a re-import)."""
-    record = _records.get(name)
+    with _TABLE:
+        record = _records.get(name)
     if record is None or record.module() is not module:
         return None
     return record
@@ -61,7 +66,7 @@ def commit(
     global _sequence
     _sequence += 1
     old = lookup(name, module)
-    _records[name] = ModuleRecord(
+    record = ModuleRecord(
         module=weakref.ref(module),
         loader=loader,
         digest=digest,
@@ -73,14 +78,21 @@ def commit(
         previous_digest=old.digest if old else None,
         previous_defined=old.defined if old else None,
     )
+    with _TABLE:
+        _records[name] = record
 
 
 def rolled_back(record: ModuleRecord) -> None:
     """Remember that ``record``'s last reload was undone."""
     global _sequence
     _sequence += 1
-    record.digest = record.previous_digest or ""
-    record.defined = record.previous_defined if record.previous_defined is not None else frozenset()
+    with _TABLE:
+        _rolled_back(record)
+
+
+def _rolled_back(record: ModuleRecord) -> None:
+    record.digest = record.previous_digest
+    record.defined = record.previous_defined
     record.undo = None
     record.previous_digest = None
     record.previous_defined = None
@@ -90,4 +102,5 @@ def rolled_back(record: ModuleRecord) -> None:
 
 def records() -> list[tuple[str, ModuleRecord]]:
     """Every module patched since process start, in the order they were first patched."""
-    return [(name, record) for name, record in _records.items() if record.module() is not None]
+    with _TABLE:
+        return [(name, record) for name, record in _records.items() if record.module() is not None]

@@ -107,3 +107,47 @@ def test_patched_modules_counts_and_divergence(kit: Kit) -> None:
     kit.write("m", None)
     (p,) = [p for p in patched_modules() if p.module == kit.name("m")]
     assert p.diverged is True
+
+
+def test_patched_modules_does_not_wait_for_a_running_reload(kit: Kit) -> None:
+    import threading
+
+    kit.write("m", "X = 1\n")
+    kit.load("m")
+    kit.write("m", "X = 2\n")
+    kit.ok("m")
+    kit.write(
+        "slow",
+        "import threading\nSTARTED = threading.Event()\nRELEASE = threading.Event()\n",
+    )
+    slow = kit.load("slow")
+    started, release = slow.STARTED, slow.RELEASE
+    kit.write(
+        "slow",
+        "import sys\nmine = sys.modules[__name__]\nmine.STARTED.set()\nmine.RELEASE.wait(10)\n"
+        "STARTED = mine.STARTED\nRELEASE = mine.RELEASE\n",
+    )
+    worker = threading.Thread(target=kit.reload, args=("slow",), name="rl-slow-reload")
+    worker.start()
+    try:
+        assert started.wait(10)
+        names = {p.module for p in patched_modules()}  # must answer while the reload runs
+        assert kit.name("m") in names
+    finally:
+        release.set()
+        worker.join(10)
+    assert not worker.is_alive()
+
+
+def test_rollback_of_first_reload_then_reload_again(kit: Kit) -> None:
+    kit.write("m", "X = 1\nOLD = 1\n")
+    m = kit.load("m")
+    kit.write("m", "X = 2\n")
+    kit.ok("m")
+    rollback_modules([kit.name("m")])
+    assert (m.X, m.OLD) == (1, 1)
+    (p,) = [p for p in patched_modules() if p.module == kit.name("m")]
+    assert p.diverged is None  # the imported version's digest was never known
+    kit.write("m", "X = 3\n")
+    kit.ok("m")
+    assert m.X == 3 and not hasattr(m, "OLD")
