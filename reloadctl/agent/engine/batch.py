@@ -243,10 +243,7 @@ def _apply_batch(
         hook_actions.setdefault(t.name, []).append(Action("hook", f"{t.name}.__reload__"))
     rebound: dict[str, list[Action]] = {}
     if dependents and done:
-        rebound = rebind_dependents(
-            [(t.name, a.snapshot, vars(t.module), a.undo) for t, a in done],
-            frozenset(t.name for t, _ in done),
-        )
+        rebound = rebind_dependents([(t.name, a.snapshot, vars(t.module), a.undo) for t, a in done])
     for t, applied in done:
         history.commit(
             t.name,

@@ -24,7 +24,6 @@ _SHARED_TYPES: Final = (int, float, complex, str, bytes, bool, type(None), tuple
 
 def rebind_dependents(
     changed: Iterable[tuple[str, dict[str, Any], dict[str, Any], UndoLog]],
-    batch: frozenset[str],
 ) -> dict[str, list[Action]]:
     """Apply rules 1-4 for each ``(module, snapshot, namespace, undo)`` applied.
 
@@ -42,8 +41,12 @@ def rebind_dependents(
     actions: dict[str, list[Action]] = {}
     if not index:
         return actions
-    for dep_name, dep in list(sys.modules.items()):
-        if dep_name in batch or not isinstance(dep, ModuleType):
+    # sys.modules may hold any object, whatever its annotation says
+    loaded: list[tuple[str, object]] = list(sys.modules.items())
+    for dep_name, dep in loaded:
+        # modules of the batch count too: in an import cycle one of them ran before the
+        # other and may hold its old values
+        if not isinstance(dep, ModuleType):
             continue
         if dep_name == "reloadctl" or dep_name.startswith("reloadctl."):
             continue
@@ -56,7 +59,7 @@ def rebind_dependents(
             if not entries:
                 continue
             for module, attr, old, undo in entries:
-                if old is not value:
+                if old is not value or module == dep_name:
                     continue
                 if key != attr and isinstance(value, _SHARED_TYPES):
                     continue
