@@ -242,8 +242,11 @@ def _apply_batch(
         spent[t.name] += _ms(start)
         hook_actions.setdefault(t.name, []).append(Action("hook", f"{t.name}.__reload__"))
     rebound: dict[str, list[Action]] = {}
-    if dependents and done:
-        rebound = rebind_dependents([(t.name, a.snapshot, vars(t.module), a.undo) for t, a in done])
+    if done and (dependents or len(done) > 1):
+        rebound = rebind_dependents(
+            [(t.name, a.snapshot, vars(t.module), a.undo) for t, a in done],
+            only=None if dependents else frozenset(t.name for t, _ in done),
+        )
     for t, applied in done:
         history.commit(
             t.name,

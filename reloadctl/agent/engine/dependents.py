@@ -7,6 +7,9 @@ Rules:
 3. Interned or shared values (small ints, strings, None, tuples...) are only matched under
    the same name, so an unrelated ``DEBUG = 1`` elsewhere is never touched.
 4. Every rebinding is recorded in the reloaded module's undo log.
+5. Within one batch this always happens between the batch's own modules (a fresh import
+   of a package with an import cycle binds the new values everywhere); ``dependents=True``
+   extends it to every loaded module.
 """
 
 from __future__ import annotations
@@ -24,8 +27,11 @@ _SHARED_TYPES: Final = (int, float, complex, str, bytes, bool, type(None), tuple
 
 def rebind_dependents(
     changed: Iterable[tuple[str, dict[str, Any], dict[str, Any], UndoLog]],
+    *,
+    only: frozenset[str] | None = None,
 ) -> dict[str, list[Action]]:
-    """Apply rules 1-4 for each ``(module, snapshot, namespace, undo)`` applied.
+    """Apply rules 1-4 for each ``(module, snapshot, namespace, undo)`` applied; with
+    ``only``, look at those modules alone (the batch itself, see rule 5).
 
     Returns the ``rebound`` actions per reloaded module.
     """
@@ -43,6 +49,8 @@ def rebind_dependents(
         return actions
     # sys.modules may hold any object, whatever its annotation says
     loaded: list[tuple[str, object]] = list(sys.modules.items())
+    if only is not None:
+        loaded = [(name, module) for name, module in loaded if name in only]
     for dep_name, dep in loaded:
         # modules of the batch count too: in an import cycle one of them ran before the
         # other and may hold its old values

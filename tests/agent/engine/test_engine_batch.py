@@ -212,13 +212,15 @@ def test_failed_upgrade_forgets_submodules_it_imported_first(kit: Kit) -> None:
     assert core.api() == 1 and not hasattr(core, "VALUE")
 
 
-def test_dependents_inside_a_cyclic_batch(kit: Kit) -> None:
+def test_cyclic_batch_leaves_no_stale_from_import(kit: Kit) -> None:
     kit.write("pkg", "", package=True)
     kit.write("pkg.a", "from . import b\nfrom .b import LIMIT\nNAME = 'a1'\n")
     kit.write("pkg.b", "from . import a\nLIMIT = 1\ndef name():\n    return a.NAME\n")
     a, b = kit.load("pkg.a"), kit.load("pkg.b")
     kit.write("pkg.a", "from . import b\nfrom .b import LIMIT\nNAME = 'a2'\n")
     kit.write("pkg.b", "from . import a\nLIMIT = 2\ndef name():\n    return a.NAME\n")
-    results = kit.reload("pkg.a", "pkg.b", dependents=True)
+    # like a fresh import of the cycle: no stale value left between the batch's modules
+    results = kit.reload("pkg.a", "pkg.b")
     assert [r.status for r in results] == ["reloaded", "reloaded"]
     assert (a.LIMIT, b.LIMIT, b.name()) == (2, 2, "a2")
+    assert f"{kit.name('pkg.a')}.LIMIT" in actions(results[1], "rebound")
