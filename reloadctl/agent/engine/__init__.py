@@ -6,12 +6,37 @@ Public API (contracts in ../shared/DESIGN.md, "In-process engine" and "The reloa
 - ``rollback_modules(names, *, allow=None)``
 - ``patched_modules()``
 
+Policies (what a user can rely on; the README takes them from here):
+
+1. A reload re-executes the module body like a fresh import, in the live module dict:
+   module-level state (``CACHE = {}``, singletons) is created anew unless the module's
+   ``__reload__(old_namespace)`` carries it over. Objects held from before keep working.
+2. Functions and classes keep their identity (matched by ``__module__`` + ``__qualname__``);
+   a function whose free variables changed, a class whose layout changed (``__slots__``,
+   bases, metaclass, named-tuple fields) and an enum whose members were removed or changed
+   value are replaced, with a warning. An enum that only gains members keeps its class.
+3. Decorators run again: a registry filled by a decorator gets a second entry for the new
+   version (the first entry, the old object, runs the new code too). Use
+   ``__before_reload__()`` to unregister, or ``__reload__`` to dedupe.
+4. Unchanged: the digest of the source the engine applied; for a module the engine never
+   ran, the bytecode cache of the imported version when it still exists, else a static
+   proof (AST + code-object equality) that the source defines exactly what is live. When
+   nothing proves it, the module is reloaded.
+5. Pruning: names the previous execution bound that the new one does not are deleted;
+   names set at run time by others survive. On a module's first reload the engine only
+   knows the previous execution from the bytecode cache; without one, every name the new
+   source does not bind is pruned (except dunders and submodules).
+6. Running generators and coroutines keep their old code; closures created before the
+   reload get the new code when their free variables match (the only heap walk, done only
+   when nested function code changed).
+
 Modules, one concept each: ``resolve`` (refusals, spec and source), ``source`` (reading,
-digest, compile, static analysis), ``order`` (batch order), ``namespace`` (the module
-transaction), ``adopt`` (matching new to old by qualname), ``functions``, ``classes``,
-``enums``, ``closures`` (the only heap walk), ``dependents``, ``plan`` (dry run and
-first-sight unchanged proof), ``undo`` (the undo log), ``history`` (lock, per-module memory,
-rollback), ``batch`` (the public operations).
+digest, compile, static analysis), ``previous`` (the imported version's bytecode),
+``order`` (batch order), ``namespace`` (the module transaction), ``adopt`` (matching new to
+old by qualname), ``functions``, ``classes``, ``enums``, ``closures``, ``moves``
+(definitions moved between modules of a batch), ``dependents``, ``plan`` (dry run),
+``proof`` (first-sight unchanged), ``undo`` (the undo log), ``history`` (lock, per-module
+memory), ``batch`` (the public operations).
 """
 
 from __future__ import annotations
