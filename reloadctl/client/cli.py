@@ -419,16 +419,41 @@ def _run(
     plan: "RolloutPlan | None" = None,
     rollback_prefix: Sequence[str] = (),
 ) -> NoReturn:
-    """Fan ``request`` out (through the rollout runner), render it, exit with the code."""
+    """Load the secrets, fan ``request`` out, render it and exit with the code."""
+    options = _fanout_options(ctx, s)
+    secret_for = _secrets(s, selection.targets)
+    raise typer.Exit(
+        _fan_out(
+            s,
+            selection.targets,
+            request,
+            kind=kind,
+            options=options,
+            secret_for=secret_for,
+            plan=plan,
+            rollback_prefix=rollback_prefix,
+        )
+    )
+
+
+def _fan_out(
+    s: Settings,
+    targets: "Sequence[Target]",
+    request: "ReloadRequest | RollbackRequest | StatusRequest",
+    *,
+    kind: str,
+    options: "FanoutOptions",
+    secret_for: "Callable[[Target], Secret | None]",
+    plan: "RolloutPlan | None" = None,
+    rollback_prefix: Sequence[str] = (),
+) -> int:
+    """Run ``request`` (through the rollout runner), render every outcome, print the
+    typo, abort and interrupt lines, and return the exit code."""
     from reloadctl.client import fanout
     from reloadctl.client.render import Renderer
     from reloadctl.client.rollout import RolloutPlan, rollback_command, run_rollout
     from reloadctl.proto.messages import StatusRequest
 
-    rollout_plan = plan or RolloutPlan()
-    options = _fanout_options(ctx, s)
-    targets = selection.targets
-    secret_for = _secrets(s, targets)
     renderer = Renderer(
         _output(s),
         kind,
@@ -456,7 +481,7 @@ def _run(
     report = run_rollout(
         targets,
         request,
-        plan=rollout_plan,
+        plan=plan or RolloutPlan(),
         run_batch=run_batch,
         on_outcome=renderer.outcome,
         on_event=lambda m: None if s.quiet else _warn(m),
@@ -472,13 +497,11 @@ def _run(
         typer.echo("  " + rollback_command(report.changed, modules, rollback_prefix), err=True)
     if report.interrupted:
         _warn("interrupted: targets not started are not_attempted")
-    raise typer.Exit(
-        exit_code(
-            report.outcomes,
-            aborted=bool(report.aborted),
-            interrupted=report.interrupted,
-            typos=typos,
-        )
+    return exit_code(
+        report.outcomes,
+        aborted=bool(report.aborted),
+        interrupted=report.interrupted,
+        typos=typos,
     )
 
 
@@ -859,9 +882,9 @@ def targets(
         for t in selection.targets:
             labels = ",".join(f"{k}={v}" for k, v in t.labels)
             rows.append([t.name, t.address, t.group or "-", labels or "-", t.problem or "-"])
-        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-        for row in rows:
-            typer.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+        from reloadctl.client.render import format_table
+
+        typer.echo("\n".join(format_table(rows)))
     raise typer.Exit(EXIT_OK)
 
 
@@ -899,8 +922,6 @@ def watch(
       reloadctl watch src --local
       reloadctl watch src/shop -H unix:///run/user/1000/reloadctl/app-4242.sock
     """
-    from reloadctl.client import fanout
-    from reloadctl.client.render import Renderer
     from reloadctl.proto.messages import ReloadRequest
 
     try:
@@ -928,35 +949,22 @@ def watch(
     selection = _select(ctx, s, hosts=hosts, groups=groups, all_groups=all_groups, local=local)
     options = _fanout_options(ctx, s)
     secret_for = _secrets(s, selection.targets)
-    out = _output(s)
-    worst = [EXIT_OK]
+    last = [EXIT_OK]
 
     def on_change(modules: list[str]) -> None:
         if not modules:
             return
         if not s.quiet:
             _warn(f"changed: {', '.join(modules)}")
-        renderer = Renderer(
-            out,
-            "modules",
-            sys.stdout,
-            sys.stderr,
-            total=len(selection.targets),
-            quiet=s.quiet,
-            live=sys.stderr.isatty(),
-            verbose=s.verbose > 0,
-        )
-        report = fanout.run(
+        request = ReloadRequest(tuple(modules), deadline_s=options.timeout)
+        last[0] = _fan_out(
+            s,
             selection.targets,
-            ReloadRequest(tuple(modules), deadline_s=options.timeout),
+            request,
+            kind="modules",
             options=options,
-            transport=TRANSPORT,
             secret_for=secret_for,
-            on_outcome=renderer.outcome,
         )
-        renderer.finish()
-        typos = fanout.modules_loaded_nowhere(report.outcomes)
-        worst[0] = exit_code(report.outcomes, typos=typos)
 
     if not s.quiet:
         _warn(f"watching {', '.join(map(str, paths))} for {len(selection.targets)} targets")
@@ -968,7 +976,7 @@ def watch(
         _fail(str(exc), EXIT_FAILED)
     except KeyboardInterrupt:
         raise typer.Exit(EXIT_INTERRUPTED) from None
-    raise typer.Exit(worst[0])
+    raise typer.Exit(last[0])
 
 
 @rollout_app.command("resume")

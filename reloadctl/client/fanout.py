@@ -62,6 +62,7 @@ __all__ = [
     "Transport",
     "modules_loaded_nowhere",
     "run",
+    "unanswered",
 ]
 
 #: Target-level status of an outcome whose agent answered (per-module statuses say the rest).
@@ -141,11 +142,19 @@ def _modules_of(request: Request) -> tuple[str, ...]:
     return () if isinstance(request, StatusRequest) else request.modules
 
 
-def _failure(
-    target: Target, request: Request, status: str, error: ErrorInfo, started: float
+def unanswered(
+    target: Target, request: Request, status: str, error: ErrorInfo, started: float | None = None
 ) -> Outcome:
-    """An outcome for a target that produced no answer: one result per requested module."""
-    ms = round((time.monotonic() - started) * 1000, 3)
+    """An outcome for a target that produced no answer: one result per requested module.
+
+    Args:
+        target: the target.
+        request: what it was asked (its modules get one result each).
+        status: why there is no answer (a TARGET status, ``refused`` or ``failed``).
+        error: the reason, repeated in every module result.
+        started: ``time.monotonic()`` when the attempt began (None: never attempted).
+    """
+    ms = 0.0 if started is None else round((time.monotonic() - started) * 1000, 3)
     results = tuple(
         ModuleResult(module=m, status=status, error=error, duration_ms=ms)
         for m in _modules_of(request)
@@ -172,7 +181,7 @@ def _answered(target: Target, request: Request, reply: object, started: float) -
         results.extend(by_module.values())
         return Outcome(target, ANSWERED, tuple(results), duration_ms=ms)
     error = ErrorInfo("RemoteProtocolError", f"unexpected reply {type(reply).__name__}")
-    return _failure(target, request, FAILED, error, started)
+    return unanswered(target, request, FAILED, error, started)
 
 
 def _call(
@@ -195,17 +204,17 @@ def _call(
             timeout=timeout,
         )
     except TargetAuthFailed as exc:
-        return _failure(target, request, AUTH_FAILED, _error(exc), started)
+        return unanswered(target, request, AUTH_FAILED, _error(exc), started)
     except TargetTimeout as exc:
-        return _failure(target, request, TIMEOUT, _error(exc), started)
+        return unanswered(target, request, TIMEOUT, _error(exc), started)
     except TargetUnreachable as exc:
-        return _failure(target, request, UNREACHABLE, _error(exc), started)
+        return unanswered(target, request, UNREACHABLE, _error(exc), started)
     except TargetRefused as exc:
-        return _failure(target, request, REFUSED, _error(exc), started)
+        return unanswered(target, request, REFUSED, _error(exc), started)
     except RemoteProtocolError as exc:
-        return _failure(target, request, FAILED, _error(exc), started)
+        return unanswered(target, request, FAILED, _error(exc), started)
     except Exception as exc:  # noqa: BLE001 - a transport bug must not lose the other targets
-        return _failure(target, request, FAILED, _error(exc), started)
+        return unanswered(target, request, FAILED, _error(exc), started)
     return _answered(target, request, reply, started)
 
 
@@ -277,7 +286,7 @@ def run(
         now = time.monotonic()
         if target.problem:
             error = ErrorInfo("AddressError", target.problem)
-            finish(index, _failure(target, request, UNREACHABLE, error, now))
+            finish(index, unanswered(target, request, UNREACHABLE, error, now))
             return
         timeout = opts.timeout
         if deadline_at is not None:
@@ -302,7 +311,7 @@ def run(
     def abandon(indexes: list[int], status: str, message: str) -> None:
         for index in sorted(indexes):
             error = ErrorInfo("TargetTimeout" if status == TIMEOUT else "NotAttempted", message)
-            finish(index, _failure(targets[index], request, status, error, time.monotonic()))
+            finish(index, unanswered(targets[index], request, status, error, time.monotonic()))
 
     while pending or inflight:
         stopping = cancel.is_set() or interrupted

@@ -44,6 +44,7 @@ __all__ = [
     "OUTPUTS",
     "Renderer",
     "agent_record",
+    "format_table",
     "module_record",
     "summarize",
 ]
@@ -150,7 +151,8 @@ def _uptime(seconds: float) -> str:
     return f"{s // 86400}d"
 
 
-def _table(rows: Sequence[Sequence[str]]) -> list[str]:
+def format_table(rows: Sequence[Sequence[str]]) -> list[str]:
+    """Left-aligned columns two spaces apart; the first row is the header."""
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
 
@@ -297,7 +299,7 @@ class Renderer:
                 for r in o.results:
                     rows.append([o.target.name, r.module, r.status, _ms(r.duration_ms), _detail(r)])
         if len(rows) > 1:
-            lines.extend(_table(rows))
+            lines.extend(format_table(rows))
         warnings = [
             f"  {o.target.name} {r.module}: {w}"
             for o in self.outcomes

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-from reloadctl.client.fanout import ANSWERED, FanoutReport, Outcome
+from reloadctl.client.fanout import ANSWERED, FanoutReport, Outcome, unanswered
 from reloadctl.errors import ConfigError
 from reloadctl.proto.messages import (
     NOT_ATTEMPTED,
@@ -42,7 +42,6 @@ from reloadctl.proto.messages import (
     RELOADED,
     UNREACHABLE,
     ErrorInfo,
-    ModuleResult,
     ReloadRequest,
     RollbackRequest,
     StatusRequest,
@@ -277,13 +276,6 @@ def _wait_paused(path: Path, poll: float) -> str:
         time.sleep(poll)
 
 
-def _not_attempted(target: Target, request: Request, why: str) -> Outcome:
-    error = ErrorInfo("NotAttempted", why)
-    modules = () if isinstance(request, StatusRequest) else request.modules
-    results = tuple(ModuleResult(m, NOT_ATTEMPTED, error) for m in modules)
-    return Outcome(target, NOT_ATTEMPTED, results, error=error)
-
-
 def run_rollout(
     targets: Sequence[Target],
     request: Request,
@@ -392,7 +384,8 @@ def run_rollout(
     if position < len(targets) or len(outcomes) < len(targets):
         why = aborted or ("interrupted" if interrupted else "not attempted")
         for target in targets[len(outcomes) :]:
-            outcome = _not_attempted(target, request, f"rollout stopped: {why}")
+            error = ErrorInfo("NotAttempted", f"rollout stopped: {why}")
+            outcome = unanswered(target, request, NOT_ATTEMPTED, error)
             outcomes.append(outcome)
             on_outcome(outcome)
     if aborted:

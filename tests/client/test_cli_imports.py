@@ -15,7 +15,8 @@ try:
     app({args!r})
 except SystemExit:
     pass
-heavy = ("rpyc", "msgpack", "rich", "pydantic", "watchfiles", "tomllib", "reloadctl.client.connection")
+heavy = ("rpyc", "msgpack", "rich", "pydantic", "watchfiles", "tomllib")
+heavy += ("reloadctl.client.connection",)
 sys.__stdout__.write("\\n" + json.dumps(sorted(m for m in heavy if m in sys.modules)) + "\\n")
 """
 
