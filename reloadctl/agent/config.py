@@ -10,6 +10,13 @@ Environment variables (all optional):
   agent that listens nowhere.
 - ``RELOADCTL_AGENT_MAX_CONNECTIONS``: concurrent connections (default 16).
 - ``RELOADCTL_SECRET_FILE`` / ``RELOADCTL_SECRET``: see ``reloadctl.secrets``.
+- ``RELOADCTL_TLS_CERT`` / ``RELOADCTL_TLS_KEY``: the agent's certificate chain and key
+  (PEM files) for ``tls://``; ``RELOADCTL_TLS_CA``: the CA that signs client certificates
+  (then every client must present one).
+
+``tls://`` needs a certificate and key. Without a secret it also needs ``tls_ca``: mutual
+TLS then replaces the secret (the client proves itself with its certificate). With a
+secret, the HMAC handshake and per-message MACs run inside TLS as well.
 
 Nothing here evaluates a variable: values are parsed as fixed formats only.
 """
@@ -39,6 +46,9 @@ ALLOW_ENV: Final = "RELOADCTL_AGENT_ALLOW"
 READ_ONLY_ENV: Final = "RELOADCTL_AGENT_READ_ONLY"
 DISABLE_ENV: Final = "RELOADCTL_AGENT_DISABLE"
 MAX_CONNECTIONS_ENV: Final = "RELOADCTL_AGENT_MAX_CONNECTIONS"
+TLS_CERT_ENV: Final = "RELOADCTL_TLS_CERT"
+TLS_KEY_ENV: Final = "RELOADCTL_TLS_KEY"
+TLS_CA_ENV: Final = "RELOADCTL_TLS_CA"
 
 DEFAULT_MAX_CONNECTIONS: Final = 16
 #: Connections still in the handshake; the rest of the cap stays free for real clients.
@@ -61,6 +71,10 @@ class AgentConfig:
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     max_handshakes: int = DEFAULT_MAX_HANDSHAKES
     handshake_timeout_s: float = HANDSHAKE_TIMEOUT_S
+    #: PEM paths for ``tls://`` (``tls_ca``: require client certificates signed by it).
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_ca: str | None = None
 
 
 def _env(environ: Mapping[str, str] | None) -> Mapping[str, str]:
@@ -150,6 +164,23 @@ def max_connections(environ: Mapping[str, str] | None = None) -> int:
     return int(raw)
 
 
+def tls_file(
+    value: str | os.PathLike[str] | None, env_name: str, environ: Mapping[str, str] | None = None
+) -> str | None:
+    """Argument, then the variable ``env_name``, then None; the file must be readable.
+
+    Raises:
+        ConfigError: the file named does not exist or cannot be read.
+    """
+    raw = os.fspath(value) if value is not None else _env(environ).get(env_name, "").strip()
+    if not raw:
+        return None
+    path = os.path.abspath(os.path.expanduser(raw))
+    if not os.path.isfile(path) or not os.access(path, os.R_OK):
+        raise ConfigError(f"TLS file {path} (from {env_name} or argument) is not a readable file")
+    return path
+
+
 def agent_secret(
     secret: Secret | bytes | str | None,
     secret_file: str | os.PathLike[str] | None,
@@ -167,8 +198,11 @@ def build_config(
     allow: Sequence[str] | str | None = None,
     read_only: bool | None = None,
     environ: Mapping[str, str] | None = None,
+    tls_cert: str | os.PathLike[str] | None = None,
+    tls_key: str | os.PathLike[str] | None = None,
+    tls_ca: str | os.PathLike[str] | None = None,
 ) -> AgentConfig:
-    """Resolve every setting; refuse TCP without a secret.
+    """Resolve every setting; refuse TCP without a secret, TLS without its files.
 
     Raises:
         ConfigError: a bad address, allow list or variable (``AddressError``,
@@ -176,11 +210,21 @@ def build_config(
     """
     address = listen_address(listen, environ)
     the_secret = agent_secret(secret, secret_file, environ)
+    cert = key = ca = None
     if address.scheme == "tls":
-        raise ConfigError(
-            "tls:// listening is not supported by the agent yet: use a unix socket, or tcp "
-            "with a secret inside a private network"
-        )
+        cert = tls_file(tls_cert, TLS_CERT_ENV, environ)
+        key = tls_file(tls_key, TLS_KEY_ENV, environ)
+        ca = tls_file(tls_ca, TLS_CA_ENV, environ)
+        if cert is None or key is None:
+            raise ConfigError(
+                f"listening on {address} needs a certificate and its key: set "
+                f"{TLS_CERT_ENV} and {TLS_KEY_ENV} (or pass tls_cert=..., tls_key=...)"
+            )
+        if the_secret is None and ca is None:
+            raise SecretError(
+                f"refusing to listen on {address} without client authentication: set "
+                f"{TLS_CA_ENV} to require client certificates, or RELOADCTL_SECRET_FILE"
+            )
     if address.scheme == "tcp" and the_secret is None:
         raise SecretError(
             f"refusing to listen on {address} without a secret: set RELOADCTL_SECRET_FILE "
@@ -192,6 +236,9 @@ def build_config(
         allow=allow_patterns(allow, environ),
         read_only=read_only_mode(read_only, environ),
         max_connections=max_connections(environ),
+        tls_cert=cert,
+        tls_key=key,
+        tls_ca=ca,
     )
 
 

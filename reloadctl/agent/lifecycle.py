@@ -171,6 +171,9 @@ def start(
     secret_file: str | os.PathLike[str] | None = None,
     allow: Sequence[str] | str | None = None,
     read_only: bool | None = None,
+    tls_cert: str | os.PathLike[str] | None = None,
+    tls_key: str | os.PathLike[str] | None = None,
+    tls_ca: str | os.PathLike[str] | None = None,
 ) -> Agent:
     """Start this process's agent (or return the running one) and return its handle.
 
@@ -181,6 +184,10 @@ def start(
         secret_file: a chmod 600 file holding the secret.
         allow: fnmatch patterns of modules that may be reloaded (default: all).
         read_only: refuse reload and rollback (default: ``RELOADCTL_AGENT_READ_ONLY``).
+        tls_cert, tls_key: PEM certificate chain and key for ``tls://`` (default:
+            ``RELOADCTL_TLS_CERT``, ``RELOADCTL_TLS_KEY``).
+        tls_ca: PEM CA bundle; when set, clients must present a certificate it signed
+            (default: ``RELOADCTL_TLS_CA``). Mutual TLS may replace the secret.
 
     Raises:
         ConfigError: bad address or settings, TCP without a secret, unsafe socket directory.
@@ -210,7 +217,14 @@ def start(
                 f"a different {', '.join(differ)}; stop() it first"
             )
         cfg = settings.build_config(
-            listen, secret=secret, secret_file=secret_file, allow=allow, read_only=read_only
+            listen,
+            secret=secret,
+            secret_file=secret_file,
+            allow=allow,
+            read_only=read_only,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+            tls_ca=tls_ca,
         )
         _agent = _launch(cfg)
         return _agent
@@ -286,6 +300,12 @@ def _launch(cfg: AgentConfig) -> Agent:
     if address.scheme == "unix":
         default_dir = Path(address.path).parent == default_socket_dir()
         _prepare_unix_path(address.path, default_dir=default_dir)
+    elif not is_loopback_host(address.host) and address.scheme == "tls":
+        log.warning(
+            "reloadctl agent listening on %s, which is not loopback: anyone who can reach it "
+            "and authenticates can run code in this process",
+            format_address(address),
+        )
     elif not is_loopback_host(address.host):
         log.warning(
             "reloadctl agent listening on %s, which is not loopback: anyone who can reach it "

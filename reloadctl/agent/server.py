@@ -17,6 +17,18 @@ Rules:
    them may still be in the handshake; an extra socket is closed at once, without a thread.
 5. rpyc logs through ``reloadctl.agent.rpyc``; a connection that breaks in any way is logged
    and closed, never raised; the listener has no timeout (an idle agent never wakes up).
+6. Failed authentications are rate limited per peer host (``AuthFailureLimiter``): each
+   failure (wrong secret, garbage, handshake timeout, foreign uid, failed TLS handshake)
+   spends a token of a bucket of ``AUTH_FAILURE_BURST`` refilled at
+   ``AUTH_FAILURE_REFILL_PER_S``; while a host's bucket is empty its new sockets are closed
+   at accept, before any thread or handshake. At most ``AUTH_FAILURE_HOSTS`` hosts are
+   tracked (the fullest buckets are forgotten first).
+7. ``tls://``: the TLS handshake runs inside our authenticator, within the same deadline,
+   with our own server ``SSLContext`` (``ssl.create_default_context`` purpose CLIENT_AUTH:
+   TLS 1.2 minimum, the ssl module's default ciphers; ``CERT_REQUIRED`` with the CA when
+   ``tls_ca`` is set). Our HMAC handshake then runs inside TLS: mode "hmac" with a secret,
+   mode "none" without one, which the config allows only with client certificates
+   (mutual TLS replaces the secret; TLS alone without a secret is refused).
 """
 
 from __future__ import annotations
@@ -26,11 +38,12 @@ import errno
 import logging
 import os
 import socket
+import ssl
 import struct
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from rpyc.core.channel import Channel
 from rpyc.core.stream import SocketStream
@@ -54,7 +67,12 @@ IO_TIMEOUT_S: Final = 5.0
 #: rpyc's timer for requests the agent itself sends (only its close); kept short so that a
 #: peer that stops answering cannot hold a connection thread.
 SYNC_REQUEST_TIMEOUT_S: Final = 3.0
+#: Rule 6: failed authentications one peer host may burst, and how fast it earns them back.
+AUTH_FAILURE_BURST: Final = 20
+AUTH_FAILURE_REFILL_PER_S: Final = 2.0
+AUTH_FAILURE_HOSTS: Final = 4096
 _PEERCRED: Final = struct.Struct("3i")
+_TOO_MANY_HANDSHAKES: Final = "too many pending handshakes"
 _RETRY_ACCEPT: Final = frozenset(
     {errno.EINTR, errno.EAGAIN, errno.ECONNABORTED, errno.EPROTO, errno.EPERM}
 )
@@ -125,8 +143,108 @@ class CappedChannel(Channel):  # type: ignore[misc]
         return bytes(buf)
 
 
+class TlsSocketStream(SocketStream):  # type: ignore[misc]
+    """A ``SocketStream`` over an ``SSLSocket``: decrypted bytes already buffered count as
+    readable (poll() on the fd alone would sleep on them until the peer sent more)."""
+
+    __slots__ = ()
+
+    def poll(self, timeout: float | None) -> bool:
+        if self.sock.pending():
+            return True
+        return bool(super().poll(timeout))
+
+
 class PeerClosed(RemoteProtocolError):
     """The peer closed the connection (normal end of a session, or mid-frame)."""
+
+
+class AuthFailureLimiter:
+    """Token buckets of failed authentications per peer host (rule 6). Thread-safe.
+
+    Args:
+        burst: failures a host may have in a row before it is locked out.
+        refill_per_s: failures forgiven per second.
+        max_hosts: hosts tracked at most; beyond that the least-spent buckets are dropped.
+        clock: monotonic seconds (injectable for tests).
+    """
+
+    def __init__(
+        self,
+        burst: int = AUTH_FAILURE_BURST,
+        refill_per_s: float = AUTH_FAILURE_REFILL_PER_S,
+        max_hosts: int = AUTH_FAILURE_HOSTS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._burst = float(burst)
+        self._refill = refill_per_s
+        self._max_hosts = max_hosts
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._buckets: dict[str, tuple[float, float]] = {}  # host -> (tokens, at)
+        self._locked_out: set[str] = set()
+
+    def _tokens(self, host: str, now: float) -> float:
+        tokens, at = self._buckets.get(host, (self._burst, now))
+        return min(self._burst, tokens + (now - at) * self._refill)
+
+    def allowed(self, host: str) -> bool:
+        """True when ``host`` may try to authenticate now (it has a token left)."""
+        with self._lock:
+            if host not in self._buckets:
+                return True
+            now = self._clock()
+            tokens = self._tokens(host, now)
+            if tokens >= self._burst:
+                del self._buckets[host]
+                self._locked_out.discard(host)
+                return True
+            if tokens >= 1.0:
+                self._locked_out.discard(host)
+                return True
+            return False
+
+    def failed(self, host: str) -> bool:
+        """Record one failed authentication; True when this failure starts a lockout."""
+        with self._lock:
+            now = self._clock()
+            tokens = max(0.0, self._tokens(host, now) - 1.0)
+            self._buckets[host] = (tokens, now)
+            if len(self._buckets) > self._max_hosts:
+                # forget the hosts closest to a full bucket: they matter least
+                ordered = sorted(self._buckets, key=lambda h: -self._tokens(h, now))
+                for gone in ordered[: len(self._buckets) - self._max_hosts]:
+                    del self._buckets[gone]
+                    self._locked_out.discard(gone)
+            if tokens < 1.0 and host not in self._locked_out:
+                self._locked_out.add(host)
+                return True
+            return False
+
+
+def peer_host(sock: socket.socket) -> str:
+    """The key a peer is rate limited by: its IP address, or ``"unix"`` for a local socket."""
+    if sock.family == socket.AF_UNIX:
+        return "unix"
+    try:
+        return str(sock.getpeername()[0])
+    except OSError:
+        return "?"
+
+
+def server_tls_context(cert: str, key: str, ca: str | None) -> ssl.SSLContext:
+    """The agent's TLS context (rule 7).
+
+    Raises:
+        OSError, ssl.SSLError: a file is missing or does not hold a usable cert/key/CA.
+    """
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cert, key)
+    if ca is not None:
+        ctx.load_verify_locations(cafile=ca)
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
 
 
 def peer_uid(sock: socket.socket) -> int:
@@ -182,6 +300,11 @@ class AgentServer(ThreadedServer):  # type: ignore[misc]
         self._threads_lock = threading.Lock()
         self._threads: set[threading.Thread] = set()
         self._secret = None if config.secret is None else config.secret.reveal()
+        self.failures = AuthFailureLimiter()
+        self._tls: ssl.SSLContext | None = None
+        if config.listen.scheme == "tls":
+            assert config.tls_cert is not None and config.tls_key is not None
+            self._tls = server_tls_context(config.tls_cert, config.tls_key, config.tls_ca)
         super().__init__(
             service_factory,
             authenticator=self._authenticate,
@@ -216,6 +339,11 @@ class AgentServer(ThreadedServer):  # type: ignore[misc]
             _close_quietly(sock)
             return
         sock.setblocking(True)
+        host = peer_host(sock)
+        if not self.failures.allowed(host):
+            # rule 6: no thread, no handshake, no log line per socket (that would be a flood)
+            _close_quietly(sock)
+            return
         if not self._slots.acquire(blocking=False):
             log.warning(
                 "agent refused a connection: %d connections already open",
@@ -240,24 +368,43 @@ class AgentServer(ThreadedServer):  # type: ignore[misc]
             raise
 
     def _connection_thread(self, sock: socket.socket) -> None:
+        served = sock
         try:
-            self._authenticate_and_serve_client(sock)
+            served = self._authenticate_and_serve_client(sock)
         except BaseException:  # rule 2: nothing reaches threading.excepthook
             log.exception("agent connection thread failed")
         finally:
+            _close_quietly(served)
             _close_quietly(sock)
+            self.clients.discard(served)
             self.clients.discard(sock)
             self._slots.release()
             with self._threads_lock:
                 self._threads.discard(threading.current_thread())
 
-    def _authenticate_and_serve_client(self, sock: socket.socket) -> None:
+    def _authenticate_and_serve_client(self, sock: socket.socket) -> socket.socket:
+        """Authenticate and serve; return the socket that was served (TLS wraps ``sock``)."""
+        host = peer_host(sock)
         try:
             sock2, credentials = self.authenticator(sock)
         except RpycAuthenticationError as exc:
             log.info("agent rejected a connection: %s", exc)
-            return
+            # a full house is not the peer's failure; anything else is
+            if str(exc) != _TOO_MANY_HANDSHAKES and self.failures.failed(host):
+                log.warning(
+                    "agent: too many failed authentications from %s; refusing its "
+                    "connections for a while",
+                    host,
+                )
+            return sock
+        if sock2 is not sock:
+            # TLS moved the fd into a new socket object: stop() must be able to close it
+            self.clients.add(sock2)
+            self.clients.discard(sock)
+            if not self.active:
+                return cast(socket.socket, sock2)
         self._serve_client(sock2, credentials)
+        return cast(socket.socket, sock2)
 
     def _serve_client(self, sock: socket.socket, credentials: dict[str, Any]) -> None:
         peer = credentials.get("peer", "?")
@@ -270,7 +417,10 @@ class AgentServer(ThreadedServer):  # type: ignore[misc]
                 logger=rpyc_log,
             )
             service = self._service_factory()
-            conn = service._connect(CappedChannel(SocketStream(sock)), config)
+            stream = (
+                TlsSocketStream(sock) if isinstance(sock, ssl.SSLSocket) else SocketStream(sock)
+            )
+            conn = service._connect(CappedChannel(stream), config)
             while not conn.closed:
                 conn.serve(None)
         except PeerClosed:
@@ -295,7 +445,7 @@ class AgentServer(ThreadedServer):  # type: ignore[misc]
     def _authenticate(self, sock: socket.socket) -> tuple[socket.socket, dict[str, Any]]:
         if not self._handshake_slots.acquire(blocking=False):
             _close_quietly(sock)
-            raise RpycAuthenticationError("too many pending handshakes")
+            raise RpycAuthenticationError(_TOO_MANY_HANDSHAKES)
         try:
             return self._handshake(sock)
         except RpycAuthenticationError:
@@ -309,6 +459,19 @@ class AgentServer(ThreadedServer):  # type: ignore[misc]
 
     def _handshake(self, sock: socket.socket) -> tuple[socket.socket, dict[str, Any]]:
         deadline = time.monotonic() + self.agent_config.handshake_timeout_s
+        if self._tls is None:
+            return self._hmac_handshake(sock, deadline, "")
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        tls = self._tls_handshake(sock, deadline)
+        try:
+            return self._hmac_handshake(tls, deadline, _certificate_subject(tls))
+        except BaseException:
+            _close_quietly(tls)  # the caller only knows the detached plain socket
+            raise
+
+    def _hmac_handshake(
+        self, sock: socket.socket, deadline: float, tls_peer: str
+    ) -> tuple[socket.socket, dict[str, Any]]:
         if sock.family == socket.AF_UNIX:
             uid = peer_uid(sock)
             if not uid_allowed(uid):
@@ -317,8 +480,9 @@ class AgentServer(ThreadedServer):  # type: ignore[misc]
         else:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             host, port = sock.getpeername()[:2]
-            peer = f"{host}:{port}"
-            if self._secret is None:  # build_config refuses this; never serve TCP openly
+            peer = f"{host}:{port}" + (f" ({tls_peer})" if tls_peer else "")
+            # build_config refuses these; never serve TCP openly, TLS only with client certs
+            if self._secret is None and not (self._tls is not None and self.agent_config.tls_ca):
                 raise RpycAuthenticationError("tcp without a secret")
         handshake = auth.ServerHandshake(self._secret)
         recv_exact = _recv_exact_until(sock, deadline)
@@ -338,12 +502,42 @@ class AgentServer(ThreadedServer):  # type: ignore[misc]
         sock.settimeout(IO_TIMEOUT_S)
         return sock, {"peer": peer, "session": session}
 
+    def _tls_handshake(self, sock: socket.socket, deadline: float) -> ssl.SSLSocket:
+        assert self._tls is not None
+        sock.settimeout(max(0.001, deadline - time.monotonic()))
+        try:
+            # wrap_socket detaches sock: from here on only the SSLSocket owns the fd
+            tls = self._tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        except OSError as exc:
+            raise RpycAuthenticationError(f"TLS setup failed: {exc}") from None
+        try:
+            tls.do_handshake()
+        except (OSError, ValueError) as exc:
+            _close_quietly(tls)
+            reason = getattr(exc, "reason", None) or type(exc).__name__
+            raise RpycAuthenticationError(f"TLS handshake failed: {reason}") from None
+        return tls
+
     # -- shutdown --------------------------------------------------------------------------
 
     def connection_threads(self) -> list[threading.Thread]:
         """The connection threads still alive (for a bounded join at stop)."""
         with self._threads_lock:
             return [t for t in self._threads if t.is_alive()]
+
+
+def _certificate_subject(sock: socket.socket) -> str:
+    """``cn=<commonName>`` of a verified client certificate, or ``""``."""
+    if not isinstance(sock, ssl.SSLSocket):
+        return ""
+    cert: Any = sock.getpeercert()
+    if not cert:
+        return ""
+    for rdn in cert.get("subject", ()):
+        for name, value in rdn:
+            if name == "commonName":
+                return f"cn={value}"
+    return "client certificate"
 
 
 def create_server(config: AgentConfig, service_factory: Callable[[], Any]) -> AgentServer:

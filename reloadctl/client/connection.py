@@ -17,6 +17,14 @@ Rules:
    required (no downgrade), TCP_NODELAY is set, compression is off both ways.
 4. The socket is always closed before ``execute`` returns or raises.
 5. The agent's replies are data only: anything but ``bytes`` from rpyc is refused unread.
+6. ``tls://``: our own ``SSLContext`` (``ssl.create_default_context``: certificate verified
+   against ``TlsSettings.ca`` or the system CAs, ``check_hostname`` on, TLS 1.2 minimum),
+   an optional client certificate, TCP_NODELAY; the TLS handshake counts against
+   ``connect_timeout``. A certificate that does not verify, or a TLS refusal (no or wrong
+   client certificate), is ``TargetAuthFailed``. Inside TLS a MAC is not required (TLS
+   protects the channel and identifies the agent); an agent that asks for the secret
+   still gets the HMAC handshake. Settings: the ``tls`` argument, else ``RELOADCTL_TLS_CA``,
+   ``RELOADCTL_TLS_CERT``, ``RELOADCTL_TLS_KEY``.
 """
 
 from __future__ import annotations
@@ -25,9 +33,11 @@ import contextlib
 import os
 import socket
 import struct
+import sys
 import time
-from collections.abc import Callable
-from typing import Any, Final
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
 
 from reloadctl.errors import (
     AddressError,
@@ -54,6 +64,9 @@ from reloadctl.proto.messages import (
 )
 from reloadctl.secrets import Secret
 
+if TYPE_CHECKING:
+    import ssl
+
 #: Longest single long-poll; short enough that a dead agent is noticed by rpyc's timer.
 MAX_POLL_WAIT_S: Final = 5.0
 #: Largest rpyc frame accepted from an agent: one reply plus rpyc's own framing.
@@ -61,6 +74,54 @@ MAX_RPYC_FRAME: Final = codec.MAX_MESSAGE_BYTES + 64 * 1024
 #: rpyc's per-call timer sits this far above our own deadline (rule 2).
 SYNC_TIMEOUT_MARGIN_S: Final = 5.0
 _PEERCRED: Final = struct.Struct("3i")
+TLS_CA_ENV: Final = "RELOADCTL_TLS_CA"
+TLS_CERT_ENV: Final = "RELOADCTL_TLS_CERT"
+TLS_KEY_ENV: Final = "RELOADCTL_TLS_KEY"
+
+
+@dataclass(frozen=True, slots=True)
+class TlsSettings:
+    """Client TLS files (PEM paths): the CA that signed the agents' certificates (None: the
+    system's CAs) and an optional client certificate with its key."""
+
+    ca: str | None = None
+    cert: str | None = None
+    key: str | None = None
+
+
+def tls_settings(environ: Mapping[str, str] | None = None) -> TlsSettings:
+    """``RELOADCTL_TLS_CA``/``_CERT``/``_KEY`` from the environment (unset: None)."""
+    env = os.environ if environ is None else environ
+    return TlsSettings(
+        ca=env.get(TLS_CA_ENV, "").strip() or None,
+        cert=env.get(TLS_CERT_ENV, "").strip() or None,
+        key=env.get(TLS_KEY_ENV, "").strip() or None,
+    )
+
+
+def client_tls_context(tls: TlsSettings) -> ssl.SSLContext:
+    """Our client context (rule 6).
+
+    Raises:
+        OSError, ssl.SSLError: a file is missing or unusable.
+    """
+    import ssl
+
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=tls.ca)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if tls.cert is not None:
+        ctx.load_cert_chain(tls.cert, tls.key)
+    return ctx
+
+
+def _tls_reason(exc: BaseException) -> str | None:
+    """A one-line reason when ``exc`` is a TLS error (ssl is only loaded for tls://)."""
+    ssl_mod = sys.modules.get("ssl")
+    if ssl_mod is None or not isinstance(exc, ssl_mod.SSLError):
+        return None
+    verify = getattr(exc, "verify_message", None)
+    reason = getattr(exc, "reason", None) or type(exc).__name__
+    return f"TLS: {reason}" + (f" ({verify})" if verify else "")
 
 
 def _client_protocol_config(timeout: float) -> dict[str, Any]:
@@ -103,10 +164,33 @@ def _capped_channel(stream: Any) -> Any:
     return CappedChannel(stream, compress=False)
 
 
-def _connect(addr: Address, connect_timeout: float) -> socket.socket:
+def _socket_stream(sock: socket.socket) -> Any:
+    """rpyc's ``SocketStream``; over TLS, buffered decrypted bytes count as readable."""
+    from rpyc.core.stream import SocketStream
+
+    if sys.modules.get("ssl") is None or not isinstance(sock, sys.modules["ssl"].SSLSocket):
+        return SocketStream(sock)
+
+    class TlsSocketStream(SocketStream):  # type: ignore[misc]
+        __slots__ = ()
+
+        def poll(self, timeout: float | None) -> bool:
+            if self.sock.pending():
+                return True
+            return bool(super().poll(timeout))
+
+    return TlsSocketStream(sock)
+
+
+def _connect(addr: Address, connect_timeout: float, tls: TlsSettings | None) -> socket.socket:
     where = format_address(addr)
+    context = None
     if addr.scheme == "tls":
-        raise TargetUnreachable(f"{where}: tls:// is not supported yet; use unix:// or tcp://")
+        try:
+            context = client_tls_context(tls or tls_settings())
+        except OSError as exc:
+            reason = _tls_reason(exc) or exc.strerror or str(exc)
+            raise TargetUnreachable(f"{where}: cannot load the TLS files: {reason}") from None
     try:
         if addr.scheme == "unix":
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -135,7 +219,31 @@ def _connect(addr: Address, connect_timeout: float) -> socket.socket:
     except OSError:
         sock.close()
         raise TargetUnreachable(f"{where}: connection broke while connecting") from None
-    return sock
+    if context is None:
+        return sock
+    try:
+        # wrap_socket detaches sock; on failure the TLS socket is the one to close
+        tls_sock = context.wrap_socket(
+            sock, server_hostname=addr.host, do_handshake_on_connect=False
+        )
+    except (OSError, ValueError) as exc:
+        sock.close()
+        raise TargetUnreachable(f"{where}: TLS setup failed: {exc}") from None
+    try:
+        tls_sock.do_handshake()
+    except BaseException as exc:
+        tls_sock.close()
+        tls_reason = _tls_reason(exc)
+        if tls_reason is not None:
+            raise TargetAuthFailed(f"{where}: {tls_reason}") from None
+        if isinstance(exc, TimeoutError):
+            raise TargetTimeout(
+                f"{where}: TLS handshake not done in {connect_timeout:g} s"
+            ) from None
+        if isinstance(exc, OSError):
+            raise TargetUnreachable(f"{where}: connection broke during the TLS handshake") from None
+        raise
+    return tls_sock
 
 
 def _check_agent_uid(sock: socket.socket, where: str) -> None:
@@ -162,6 +270,9 @@ def _recv_exact_until(sock: socket.socket, deadline: float, where: str) -> Calla
             except TimeoutError:
                 continue
             except OSError as exc:
+                reason = _tls_reason(exc)
+                if reason is not None:  # TLS 1.3: a refused client certificate shows here
+                    raise TargetAuthFailed(f"{where}: {reason}") from None
                 raise TargetUnreachable(f"{where}: connection broke: {exc.strerror}") from None
             if not chunk:
                 raise TargetUnreachable(f"{where}: the agent closed the connection")
@@ -180,7 +291,7 @@ def _handshake(
         _check_agent_uid(sock, where)
     recv_exact = _recv_exact_until(sock, deadline, where)
     client = auth.ClientHandshake(
-        None if secret is None else secret.reveal(), require_mac=addr.scheme != "unix"
+        None if secret is None else secret.reveal(), require_mac=addr.scheme == "tcp"
     )
     try:
         proof = client.answer(auth.read_frame(recv_exact))
@@ -274,6 +385,7 @@ def execute(
     secret: Secret | None,
     connect_timeout: float,
     timeout: float,
+    tls: TlsSettings | None = None,
 ) -> AgentInfo | tuple[ModuleResult, ...]:
     """Run ``request`` on the agent at ``address`` and return its answer.
 
@@ -284,6 +396,7 @@ def execute(
         secret: the shared secret, or None (enough for a unix agent without one).
         connect_timeout: seconds for connect + handshake.
         timeout: seconds for the whole call, from now.
+        tls: TLS files for ``tls://`` (default: ``tls_settings()``, from the environment).
 
     Raises:
         TargetUnreachable, TargetTimeout, TargetAuthFailed, TargetRefused,
@@ -296,7 +409,7 @@ def execute(
     except AddressError as exc:
         raise TargetUnreachable(str(exc)) from None
     where = format_address(addr)
-    sock = _connect(addr, max(0.001, min(connect_timeout, timeout)))
+    sock = _connect(addr, max(0.001, min(connect_timeout, timeout)), tls)
     try:
         handshake_deadline = min(deadline, time.monotonic() + connect_timeout)
         session = _handshake(sock, addr, secret, handshake_deadline)
@@ -314,13 +427,12 @@ def _serve(
     where: str,
     timeout: float,
 ) -> AgentInfo | tuple[ModuleResult, ...]:
-    from rpyc.core.stream import SocketStream
     from rpyc.utils.factory import connect_channel
 
     # rpyc retries reads on a socket timeout; a write that stalls this long breaks the call.
     sock.settimeout(max(0.001, deadline - time.monotonic()) + SYNC_TIMEOUT_MARGIN_S)
     conn = connect_channel(
-        _capped_channel(SocketStream(sock)), config=_client_protocol_config(timeout)
+        _capped_channel(_socket_stream(sock)), config=_client_protocol_config(timeout)
     )
     try:
         root = conn.root

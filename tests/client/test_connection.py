@@ -97,7 +97,7 @@ def test_tcp_and_unix_round_trip_without_leaks(runtime_dir: Path) -> None:
         ("unix:///nonexistent/dir/a.sock", "no agent socket"),
         ("not an address", "whitespace"),
         ("http://x:1", "unknown scheme"),
-        ("tls://127.0.0.1:1", "not supported"),
+        ("tls://127.0.0.1:1", "connection refused"),
     ],
 )
 def test_unreachable(address: str, fragment: str) -> None:
