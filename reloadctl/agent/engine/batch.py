@@ -21,6 +21,7 @@ import os
 import sys
 import time
 from collections.abc import Iterable, Sequence
+from types import CodeType
 
 from reloadctl.agent.engine import history
 from reloadctl.agent.engine.dependents import rebind_dependents
@@ -144,6 +145,13 @@ def _is_unchanged(target: Target, record: history.ModuleRecord | None) -> bool:
     return proven_unchanged(target)
 
 
+def _previous_code(target: Target, record: history.ModuleRecord | None) -> CodeType | None:
+    """The module code the running version was executed from, when the engine knows it."""
+    if record is not None and record.defined is not None:
+        return record.code
+    return target.imported.code if target.imported is not None else None
+
+
 def _previously_defined(
     target: Target, record: history.ModuleRecord | None
 ) -> frozenset[str] | None:
@@ -194,7 +202,7 @@ def _apply_batch(
         start = time.perf_counter()
         record = history.lookup(t.name, t.module)
         try:
-            applied = apply_module(t, _previously_defined(t, record))
+            applied = apply_module(t, _previously_defined(t, record), _previous_code(t, record))
         except BaseException as exc:  # noqa: BLE001 - a module body may raise anything
             spent[t.name] += _ms(start)
             _fail_batch(
@@ -255,6 +263,7 @@ def _apply_batch(
             digest=t.source.digest,
             defined=applied.defined,
             undo=applied.undo,
+            code=t.code.code,
         )
         actions = (
             applied.actions + tuple(hook_actions.get(t.name, ())) + tuple(rebound.get(t.name, ()))

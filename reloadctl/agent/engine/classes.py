@@ -7,7 +7,9 @@ Rules:
    before the reload keep the old class. ``__class__`` is never assigned across layouts.
 2. Every member of the new class body goes onto the old class (methods patched in place
    where possible, properties, class/static methods, attributes, nested classes
-   recursively); members the new body does not define are deleted from the old class.
+   recursively); members the new body does not define are deleted from the old class,
+   except plain data attributes the old body did not bind either (set at run time by
+   others), when the engine knows the old code.
    Generated members (dataclass ``__init__``/``__repr__``/fields, pydantic validators)
    travel the same way, so a re-decorated class is complete on the old object.
 3. Per-class state that belongs to the old class object stays (``_abc_impl``, slot
@@ -161,8 +163,11 @@ def copy_members(ctx: Context, old: type, new: type, adopt: Adopt, *, skip: froz
             pass  # a definition that could not be kept: adopt() reported it as replaced
         elif _is_code(chosen) or not same(current, chosen):
             ctx.act("patched", f"{prefix}.{key}")
+    known = ctx.old_members.get(prefix) if ctx.old_members is not None else None
     for key, value in old_dict.items():
         if key in new.__dict__ or key in _NEVER or key in skip or key in _KEEP_OLD:
+            continue
+        if known is not None and key not in known and _set_at_run_time(key, value):
             continue
         if isinstance(value, (MemberDescriptorType, GetSetDescriptorType)) and (
             getattr(value, "__objclass__", None) is old
@@ -170,6 +175,14 @@ def copy_members(ctx: Context, old: type, new: type, adopt: Adopt, *, skip: froz
             continue
         type.__delattr__(old, key)
         ctx.act("removed", f"{prefix}.{key}")
+
+
+def _set_at_run_time(key: str, value: Any) -> bool:
+    """A class attribute the old body did not bind that looks like run-time state (plain
+    data, not a dunder, not a method or descriptor a class decorator could have made)."""
+    if key.startswith("__") and key.endswith("__"):
+        return False
+    return not isinstance(value, type) and not hasattr(type(value), "__get__")
 
 
 def _is_code(value: Any) -> bool:

@@ -47,6 +47,8 @@ class Context:
         self.claimed: set[int] = set()
         #: new dicts/lists whose items may refer to new objects that old ones stand for.
         self.containers: list[Any] = []
+        #: class qualname -> names the old class body bound, when the old code is known.
+        self.old_members: dict[str, frozenset[str]] | None = None
         #: objects the new body created that may be instances of a class that was kept.
         self.instances: list[Any] = []
         self.keep: list[Any] = []

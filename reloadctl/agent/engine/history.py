@@ -11,7 +11,7 @@ import threading
 import time
 import weakref
 from dataclasses import dataclass
-from types import ModuleType
+from types import CodeType, ModuleType
 from typing import Any, Final
 
 from reloadctl.agent.engine.undo import UndoLog
@@ -38,6 +38,9 @@ class ModuleRecord:
     undo: UndoLog | None
     previous_digest: str | None
     previous_defined: frozenset[str] | None
+    #: The module code running now (for what its class bodies bound); None when unknown.
+    code: CodeType | None = None
+    previous_code: CodeType | None = None
 
 
 _records: dict[str, ModuleRecord] = {}
@@ -61,6 +64,7 @@ def commit(
     digest: str,
     defined: frozenset[str],
     undo: UndoLog,
+    code: CodeType,
 ) -> None:
     """Remember a successful reload of ``name``."""
     global _sequence
@@ -77,6 +81,8 @@ def commit(
         undo=undo,
         previous_digest=old.digest if old else None,
         previous_defined=old.defined if old else None,
+        code=code,
+        previous_code=old.code if old else None,
     )
     with _TABLE:
         _records[name] = record
@@ -93,6 +99,8 @@ def rolled_back(record: ModuleRecord) -> None:
 def _rolled_back(record: ModuleRecord) -> None:
     record.digest = record.previous_digest
     record.defined = record.previous_defined
+    record.code = record.previous_code
+    record.previous_code = None
     record.undo = None
     record.previous_digest = None
     record.previous_defined = None

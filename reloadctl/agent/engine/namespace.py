@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from types import FunctionType, ModuleType
+from types import CodeType, FunctionType, ModuleType
 from typing import Any, Final
 
 from reloadctl.agent.engine.adopt import adopt
@@ -24,6 +24,7 @@ from reloadctl.agent.engine.classes import fix_instance
 from reloadctl.agent.engine.closures import patch_live_closures
 from reloadctl.agent.engine.context import Context, is_definition
 from reloadctl.agent.engine.resolve import Target
+from reloadctl.agent.engine.source import class_stores
 from reloadctl.agent.engine.undo import UndoLog
 from reloadctl.proto.messages import Action
 
@@ -83,12 +84,19 @@ def old_definitions(module: str, snapshot: dict[str, Any]) -> dict[str, Any]:
     return found
 
 
-def apply_module(target: Target, previously_defined: frozenset[str] | None) -> Applied:
+def apply_module(
+    target: Target,
+    previously_defined: frozenset[str] | None,
+    previous_code: CodeType | None = None,
+) -> Applied:
     """Run ``target``'s new code in its live module (rules 1-4); raise on failure.
 
     ``previously_defined`` is the set of names the engine's previous execution of this
     module bound, or None when the engine never ran it (then every name the new version
     does not bind is taken as the old source's and pruned, except submodules).
+    ``previous_code`` is the module code the running version came from, when known: its
+    class bodies tell which class attributes the old source bound (others were set at run
+    time and survive).
     On failure everything is restored before the exception propagates.
     """
     module = target.module
@@ -111,6 +119,8 @@ def apply_module(target: Target, previously_defined: frozenset[str] | None) -> A
             ns["__doc__"] = None
         exec(target.code.code, ns)  # noqa: S102 - executing the module's own source is the job
         ctx = Context(name, old_definitions(name, snapshot), undo)
+        if previous_code is not None:
+            ctx.old_members = class_stores(previous_code)
         old_values = {id(value) for value in snapshot.values()}
         for key, value in list(ns.items()):
             old = snapshot.get(key, _MISSING)

@@ -69,6 +69,7 @@ _OP_IMPORT_NAME: Final = dis.opmap["IMPORT_NAME"]
 _OP_IMPORT_STAR: Final = dis.opmap.get("IMPORT_STAR", -1)  # before 3.12
 _OP_INTRINSIC_1: Final = dis.opmap.get("CALL_INTRINSIC_1", -1)  # 3.12+
 _INTRINSIC_IMPORT_STAR: Final = 2
+_CO_OPTIMIZED: Final = 0x1  # set on function code, not on module or class bodies
 _OP_EXTENDED_ARG: Final = dis.opmap["EXTENDED_ARG"]
 
 
@@ -164,4 +165,19 @@ def function_codes(code: CodeType, prefix: str = "") -> dict[str, CodeType]:
         path = f"{prefix}{const.co_name}#{index}"
         found[path] = const
         found.update(function_codes(const, path + "/"))
+    return found
+
+
+def class_stores(code: CodeType, prefix: str = "") -> dict[str, frozenset[str]]:
+    """Map each class defined in a module body (qualname, nested classes too) to the names
+    its class body binds, from the compiled module ``code``."""
+    found: dict[str, frozenset[str]] = {}
+    for const in code.co_consts:
+        if not isinstance(const, CodeType) or const.co_name.startswith("<"):
+            continue
+        if const.co_flags & _CO_OPTIMIZED:
+            continue  # a function: classes defined inside it are not the module's
+        qualname = prefix + const.co_name
+        found.setdefault(qualname, frozenset(_scan(const)[0]))
+        found.update(class_stores(const, qualname + "."))
     return found

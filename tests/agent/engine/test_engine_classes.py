@@ -464,3 +464,19 @@ def test_dataclass_with_slots_keeps_class(kit: Kit) -> None:
     r = kit.ok("m")
     assert (m.P is P, p.f(), m.P(2).f(), repr(p)) == (True, 6, 4, "P(x=3)")
     assert not r.warnings
+
+
+def test_class_attributes_set_at_run_time_survive_once_old_code_is_known(kit: Kit) -> None:
+    src = "class C:\n    LIMIT = {n}\n    def meth(self):\n        return {n}\n{extra}"
+    kit.write("m", src.format(n=1, extra="    def gone(self):\n        return 0\n"))
+    m = kit.load("m")
+    kit.write("m", src.format(n=2, extra="    OLD = 1\n"))
+    kit.ok("m")
+    assert not hasattr(m.C, "gone")
+    m.C.counter = 7  # run-time state, set by someone else
+    kit.write("m", src.format(n=3, extra=""))
+    r = kit.ok("m")
+    assert m.C.counter == 7
+    assert not hasattr(m.C, "OLD")  # bound by the previous body: pruned
+    assert m.C().meth() == 3 and m.C.LIMIT == 3
+    assert f"{kit.name('m')}.C.OLD" in actions(r, "removed")
