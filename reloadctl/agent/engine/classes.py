@@ -157,6 +157,7 @@ def copy_members(ctx: Context, old: type, new: type, adopt: Adopt, *, skip: froz
         elif not _is_code(chosen) and not isinstance(chosen, type):
             ctx.instances.append(chosen)
         type.__setattr__(old, key, chosen)
+        _set_name(ctx, chosen, old, key)
         if current is _MISSING:
             ctx.act("added", f"{prefix}.{key}")
         elif isinstance(chosen, (FunctionType, type)) and ctx.memo.get(id(chosen)) is chosen:
@@ -175,6 +176,17 @@ def copy_members(ctx: Context, old: type, new: type, adopt: Adopt, *, skip: froz
             continue
         type.__delattr__(old, key)
         ctx.act("removed", f"{prefix}.{key}")
+
+
+def _set_name(ctx: Context, value: Any, owner: type, key: str) -> None:
+    """Tell a descriptor copied onto ``owner`` its new owner, as class creation does."""
+    hook = getattr(type(value), "__set_name__", None)
+    if hook is None or isinstance(value, (FunctionType, type)):
+        return
+    try:
+        hook(value, owner, key)
+    except Exception:
+        log.debug("__set_name__ of %s.%s failed", ctx.label(owner.__qualname__), key, exc_info=True)
 
 
 def _set_at_run_time(key: str, value: Any) -> bool:

@@ -480,3 +480,22 @@ def test_class_attributes_set_at_run_time_survive_once_old_code_is_known(kit: Ki
     assert not hasattr(m.C, "OLD")  # bound by the previous body: pruned
     assert m.C().meth() == 3 and m.C.LIMIT == 3
     assert f"{kit.name('m')}.C.OLD" in actions(r, "removed")
+
+
+def test_descriptors_copied_onto_the_old_class_learn_their_owner(kit: Kit) -> None:
+    src = """
+        class Field:
+            def __set_name__(self, owner, name):
+                self.owner, self.name = owner, name
+            def __get__(self, obj, objtype=None):
+                return (self.owner.__name__, self.name, {n})
+        class C:
+            f = Field()
+        """
+    kit.write("m", src.format(n=1))
+    m = kit.load("m")
+    C, o = m.C, m.C()
+    kit.write("m", src.format(n=2))
+    kit.ok("m")
+    assert o.f == ("C", "f", 2)
+    assert C.__dict__["f"].owner is C
