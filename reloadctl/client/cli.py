@@ -18,6 +18,8 @@ inventory, unusable secret file, untrusted socket directory, watchfiles missing)
 """
 
 import enum
+import functools
+import inspect
 import os
 import sys
 import threading
@@ -117,7 +119,7 @@ Verbose = Annotated[
         "-v",
         count=True,
         show_default=False,
-        help="More detail (tracebacks in tables).",
+        help="More detail: tracebacks in tables, log lines (-vv: debug).",
     ),
 ]
 Timeout = Annotated[
@@ -183,6 +185,16 @@ class Settings:
         if "verbose" in given:
             given["verbose"] = self.verbose + int(given["verbose"])  # type: ignore[call-overload]
         return replace(self, **given)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    """The selection options as given to a command (``-H``, ``-g``, ``--all``, ``--local``)."""
+
+    hosts: list[str] | None = None
+    groups: list[str] | None = None
+    all_groups: bool = False
+    local: bool = False
 
 
 def _version(value: bool) -> None:
@@ -345,18 +357,13 @@ def _inventory(s: Settings, needed: bool) -> "Inventory":
 
 
 def _select(
-    ctx: typer.Context,
-    s: Settings,
-    *,
-    hosts: list[str] | None,
-    groups: list[str] | None,
-    all_groups: bool,
-    local: bool,
-    allow_empty: bool = False,
+    ctx: typer.Context, s: Settings, choice: "Choice", *, allow_empty: bool = False
 ) -> "Selection":
+    """The targets ``choice`` selects; usage errors exit 2, local problems exit 1."""
     from reloadctl.client.targets import select_targets
     from reloadctl.errors import AddressError, ConfigError, InventoryError
 
+    hosts, groups, all_groups, local = choice.hosts, choice.groups, choice.all_groups, choice.local
     inv = _inventory(s, needed=bool(groups) or all_groups)
     for g in groups or ():
         try:
@@ -540,19 +547,81 @@ def _prefix(s: Settings, changed_secret_files: set[str]) -> list[str]:
 
 # -- commands -------------------------------------------------------------------------------
 
+#: The global options a command also takes after its name (given there, they win).
+_SETTING_OPTIONS: Final[dict[str, tuple[object, object]]] = {
+    "output": (OutputOpt, None),
+    "quiet": (Quiet, False),
+    "verbose": (Verbose, 0),
+    "timeout": (Timeout, None),
+    "connect_timeout": (ConnectTimeout, None),
+    "parallel": (Parallel, None),
+    "deadline": (Deadline, None),
+    "secret_file": (SecretFile, None),
+    "inventory": (InventoryOpt, None),
+}
+_SELECTION_OPTIONS: Final[dict[str, tuple[object, object]]] = {
+    "hosts": (Hosts, None),
+    "groups": (Groups, None),
+    "all_groups": (AllGroups, False),
+    "local": (Local, False),
+}
+
+
+def _shared(
+    *settings: str, select: bool = True
+) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Give a command the selection options (passed to it as ``choice``) and the global
+    ``settings`` options (merged with the global ones, passed as ``s``).
+
+    typer reads a command's parameters from its signature, so the wrapper advertises the
+    command's own parameters plus these; one definition serves every command.
+    """
+
+    def decorate(command: Callable[..., None]) -> Callable[..., None]:
+        sig = inspect.signature(command)
+        ctx_param, *own = (p for p in sig.parameters.values() if p.name not in ("s", "choice"))
+        kw = inspect.Parameter.KEYWORD_ONLY
+        shared = dict(_SELECTION_OPTIONS) if select else {}
+        shared.update({name: _SETTING_OPTIONS[name] for name in settings})
+        added = [
+            inspect.Parameter(name, kw, default=default, annotation=annotation)
+            for name, (annotation, default) in shared.items()
+        ]
+        selection_params = added[: len(_SELECTION_OPTIONS)] if select else []
+        setting_params = added[len(selection_params) :]
+
+        @functools.wraps(command)
+        def wrapper(ctx: typer.Context, **values: object) -> None:
+            chosen = {name: values.pop(name) for name in _SELECTION_OPTIONS if name in values}
+            given = {name: values.pop(name) for name in settings}
+            extra: dict[str, object] = {"s": _settings(ctx, **given)}
+            if select:
+                extra["choice"] = Choice(**chosen)  # type: ignore[arg-type]
+            command(ctx, **extra, **values)
+
+        params = [ctx_param, *selection_params, *own, *setting_params]
+        wrapper.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {p.name: p.annotation for p in params}
+        return wrapper
+
+    return decorate
+
+
+_ALL_SETTINGS: Final = tuple(_SETTING_OPTIONS)
+Modules = Annotated[
+    list[str],
+    typer.Argument(help="Dotted module names.", metavar="MODULE...", show_default=False),
+]
+
 
 @app.command()
+@_shared(*_ALL_SETTINGS)
 def reload(
     ctx: typer.Context,
+    s: Settings,
+    choice: Choice,
     *,
-    modules: Annotated[
-        list[str],
-        typer.Argument(help="Dotted module names.", metavar="MODULE...", show_default=False),
-    ],
-    hosts: Hosts = None,
-    groups: Groups = None,
-    all_groups: AllGroups = False,
-    local: Local = False,
+    modules: Modules,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", "-n", help="Validate and plan only; change nothing.")
     ] = False,
@@ -583,15 +652,6 @@ def reload(
         bool,
         typer.Option("--pause", help="Wait after the canary for: reloadctl rollout resume ID."),
     ] = False,
-    output: OutputOpt = None,
-    quiet: Quiet = False,
-    verbose: Verbose = 0,
-    timeout: Timeout = None,
-    connect_timeout: ConnectTimeout = None,
-    parallel: Parallel = None,
-    deadline: Deadline = None,
-    secret_file: SecretFile = None,
-    inventory: InventoryOpt = None,
 ) -> None:
     """Reload modules in every selected process, as one transaction per process.
 
@@ -609,18 +669,6 @@ def reload(
     """
     from reloadctl.proto.messages import ReloadRequest
 
-    s = _settings(
-        ctx,
-        output=output,
-        quiet=quiet,
-        verbose=verbose,
-        timeout=timeout,
-        connect_timeout=connect_timeout,
-        parallel=parallel,
-        deadline=deadline,
-        secret_file=secret_file,
-        inventory=inventory,
-    )
     plan = _rollout_plan(
         ctx,
         canary=canary,
@@ -630,7 +678,7 @@ def reload(
         ignore_unreachable=ignore_unreachable,
         pause=pause,
     )
-    selection = _select(ctx, s, hosts=hosts, groups=groups, all_groups=all_groups, local=local)
+    selection = _select(ctx, s, choice)
     options = _fanout_options(ctx, s)
     request = ReloadRequest(
         tuple(dict.fromkeys(modules)),
@@ -643,27 +691,8 @@ def reload(
 
 
 @app.command()
-def rollback(
-    ctx: typer.Context,
-    *,
-    modules: Annotated[
-        list[str],
-        typer.Argument(help="Dotted module names.", metavar="MODULE...", show_default=False),
-    ],
-    hosts: Hosts = None,
-    groups: Groups = None,
-    all_groups: AllGroups = False,
-    local: Local = False,
-    output: OutputOpt = None,
-    quiet: Quiet = False,
-    verbose: Verbose = 0,
-    timeout: Timeout = None,
-    connect_timeout: ConnectTimeout = None,
-    parallel: Parallel = None,
-    deadline: Deadline = None,
-    secret_file: SecretFile = None,
-    inventory: InventoryOpt = None,
-) -> None:
+@_shared(*_ALL_SETTINGS)
+def rollback(ctx: typer.Context, s: Settings, choice: Choice, *, modules: Modules) -> None:
     """Restore modules to the version each process ran before its last reload.
 
     \b
@@ -673,57 +702,21 @@ def rollback(
     """
     from reloadctl.proto.messages import RollbackRequest
 
-    s = _settings(
-        ctx,
-        output=output,
-        quiet=quiet,
-        verbose=verbose,
-        timeout=timeout,
-        connect_timeout=connect_timeout,
-        parallel=parallel,
-        deadline=deadline,
-        secret_file=secret_file,
-        inventory=inventory,
-    )
-    selection = _select(ctx, s, hosts=hosts, groups=groups, all_groups=all_groups, local=local)
+    selection = _select(ctx, s, choice)
     options = _fanout_options(ctx, s)
     request = RollbackRequest(tuple(dict.fromkeys(modules)), deadline_s=options.timeout)
     _run(ctx, s, selection, request, kind="modules")
 
 
-def _status(
-    ctx: typer.Context,
-    s: Settings,
-    *,
-    hosts: list[str] | None,
-    groups: list[str] | None,
-    all_groups: bool,
-    local: bool,
-) -> NoReturn:
+def _status(ctx: typer.Context, s: Settings, choice: Choice) -> NoReturn:
     from reloadctl.proto.messages import StatusRequest
 
-    selection = _select(ctx, s, hosts=hosts, groups=groups, all_groups=all_groups, local=local)
-    _run(ctx, s, selection, StatusRequest(), kind="agents")
+    _run(ctx, s, _select(ctx, s, choice), StatusRequest(), kind="agents")
 
 
 @app.command()
-def ping(
-    ctx: typer.Context,
-    *,
-    hosts: Hosts = None,
-    groups: Groups = None,
-    all_groups: AllGroups = False,
-    local: Local = False,
-    output: OutputOpt = None,
-    quiet: Quiet = False,
-    verbose: Verbose = 0,
-    timeout: Timeout = None,
-    connect_timeout: ConnectTimeout = None,
-    parallel: Parallel = None,
-    deadline: Deadline = None,
-    secret_file: SecretFile = None,
-    inventory: InventoryOpt = None,
-) -> None:
+@_shared(*_ALL_SETTINGS)
+def ping(ctx: typer.Context, s: Settings, choice: Choice) -> None:
     """Check that every selected agent answers (exit 0 only if all do).
 
     \b
@@ -731,39 +724,12 @@ def ping(
       reloadctl ping --local
       reloadctl ping -g web --timeout 2
     """
-    s = _settings(
-        ctx,
-        output=output,
-        quiet=quiet,
-        verbose=verbose,
-        timeout=timeout,
-        connect_timeout=connect_timeout,
-        parallel=parallel,
-        deadline=deadline,
-        secret_file=secret_file,
-        inventory=inventory,
-    )
-    _status(ctx, s, hosts=hosts, groups=groups, all_groups=all_groups, local=local)
+    _status(ctx, s, choice)
 
 
 @app.command()
-def status(
-    ctx: typer.Context,
-    *,
-    hosts: Hosts = None,
-    groups: Groups = None,
-    all_groups: AllGroups = False,
-    local: Local = False,
-    output: OutputOpt = None,
-    quiet: Quiet = False,
-    verbose: Verbose = 0,
-    timeout: Timeout = None,
-    connect_timeout: ConnectTimeout = None,
-    parallel: Parallel = None,
-    deadline: Deadline = None,
-    secret_file: SecretFile = None,
-    inventory: InventoryOpt = None,
-) -> None:
+@_shared(*_ALL_SETTINGS)
+def status(ctx: typer.Context, s: Settings, choice: Choice) -> None:
     """Show each agent: pid, program, Python, versions, uptime, patched modules.
 
     Patched modules are those reloaded since the agent started, each marked when the
@@ -774,32 +740,12 @@ def status(
       reloadctl status --local
       reloadctl status -H web1 -o json
     """
-    s = _settings(
-        ctx,
-        output=output,
-        quiet=quiet,
-        verbose=verbose,
-        timeout=timeout,
-        connect_timeout=connect_timeout,
-        parallel=parallel,
-        deadline=deadline,
-        secret_file=secret_file,
-        inventory=inventory,
-    )
-    _status(ctx, s, hosts=hosts, groups=groups, all_groups=all_groups, local=local)
+    _status(ctx, s, choice)
 
 
 @app.command()
-def ps(
-    ctx: typer.Context,
-    *,
-    output: OutputOpt = None,
-    quiet: Quiet = False,
-    verbose: Verbose = 0,
-    timeout: Timeout = None,
-    connect_timeout: ConnectTimeout = None,
-    parallel: Parallel = None,
-) -> None:
+@_shared("output", "quiet", "verbose", "timeout", "connect_timeout", "parallel", select=False)
+def ps(ctx: typer.Context, s: Settings) -> None:
     """List this user's agents on this machine, with their status.
 
     Agents are found by their sockets in the runtime directory; sockets of processes that
@@ -812,18 +758,9 @@ def ps(
     """
     from reloadctl.proto.messages import StatusRequest
 
-    s = _settings(
-        ctx,
-        output=output,
-        quiet=quiet,
-        verbose=verbose,
-        timeout=timeout or 2.0,
-        connect_timeout=connect_timeout,
-        parallel=parallel,
-    )
-    selection = _select(
-        ctx, s, hosts=None, groups=None, all_groups=False, local=True, allow_empty=True
-    )
+    if s.timeout is None:
+        s = replace(s, timeout=2.0)  # a local listing should not wait 30 s for a hung agent
+    selection = _select(ctx, s, Choice(local=True), allow_empty=True)
     if not selection.targets:
         if not s.quiet:
             _warn("no live reloadctl agent of this user found on this machine")
@@ -836,17 +773,8 @@ def ps(
 
 
 @app.command()
-def targets(
-    ctx: typer.Context,
-    *,
-    hosts: Hosts = None,
-    groups: Groups = None,
-    all_groups: AllGroups = False,
-    local: Local = False,
-    output: OutputOpt = None,
-    connect_timeout: ConnectTimeout = None,
-    inventory: InventoryOpt = None,
-) -> None:
+@_shared("output", "connect_timeout", "inventory")
+def targets(ctx: typer.Context, s: Settings, choice: Choice) -> None:
     """Preview the selection without contacting any target.
 
     Shows, in order, the targets a command with these options would contact (host names
@@ -859,8 +787,7 @@ def targets(
     """
     import json
 
-    s = _settings(ctx, output=output, connect_timeout=connect_timeout, inventory=inventory)
-    selection = _select(ctx, s, hosts=hosts, groups=groups, all_groups=all_groups, local=local)
+    selection = _select(ctx, s, choice)
     records: list[dict[str, object]] = [
         {
             "target": t.name,
@@ -878,19 +805,31 @@ def targets(
     elif out == "json":
         typer.echo(json.dumps({"targets": records}, indent=2))
     else:
+        from reloadctl.client.render import format_table
+
         rows = [["TARGET", "ADDRESS", "GROUP", "LABELS", "PROBLEM"]]
         for t in selection.targets:
             labels = ",".join(f"{k}={v}" for k, v in t.labels)
             rows.append([t.name, t.address, t.group or "-", labels or "-", t.problem or "-"])
-        from reloadctl.client.render import format_table
-
         typer.echo("\n".join(format_table(rows)))
     raise typer.Exit(EXIT_OK)
 
 
 @app.command()
+@_shared(
+    "output",
+    "quiet",
+    "verbose",
+    "timeout",
+    "connect_timeout",
+    "parallel",
+    "secret_file",
+    "inventory",
+)
 def watch(
     ctx: typer.Context,
+    s: Settings,
+    choice: Choice,
     *,
     paths: Annotated[
         list[Path],
@@ -898,18 +837,6 @@ def watch(
             help="Source directories or files to watch.", metavar="PATH...", show_default=False
         ),
     ],
-    hosts: Hosts = None,
-    groups: Groups = None,
-    all_groups: AllGroups = False,
-    local: Local = False,
-    output: OutputOpt = None,
-    quiet: Quiet = False,
-    verbose: Verbose = 0,
-    timeout: Timeout = None,
-    connect_timeout: ConnectTimeout = None,
-    parallel: Parallel = None,
-    secret_file: SecretFile = None,
-    inventory: InventoryOpt = None,
 ) -> None:
     """Reload modules in the selected processes each time their source files are saved.
 
@@ -932,21 +859,10 @@ def watch(
 
     if importlib.util.find_spec("watchfiles") is None:
         _fail(INSTALL_HINT, EXIT_FAILED)
-    s = _settings(
-        ctx,
-        output=output,
-        quiet=quiet,
-        verbose=verbose,
-        timeout=timeout,
-        connect_timeout=connect_timeout,
-        parallel=parallel,
-        secret_file=secret_file,
-        inventory=inventory,
-    )
     for p in paths:
         if not p.exists():
             _usage(ctx, f"{p} does not exist")
-    selection = _select(ctx, s, hosts=hosts, groups=groups, all_groups=all_groups, local=local)
+    selection = _select(ctx, s, choice)
     options = _fanout_options(ctx, s)
     secret_for = _secrets(s, selection.targets)
     last = [EXIT_OK]
