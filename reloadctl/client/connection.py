@@ -120,8 +120,10 @@ def _tls_reason(exc: BaseException) -> str | None:
     if ssl_mod is None or not isinstance(exc, ssl_mod.SSLError):
         return None
     verify = getattr(exc, "verify_message", None)
+    if verify:
+        return f"TLS: the agent's certificate does not verify: {verify}"
     reason = getattr(exc, "reason", None) or type(exc).__name__
-    return f"TLS: {reason}" + (f" ({verify})" if verify else "")
+    return f"TLS: {reason}"
 
 
 def _client_protocol_config(timeout: float) -> dict[str, Any]:

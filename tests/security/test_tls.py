@@ -1,0 +1,256 @@
+"""tls:// end to end: verified certificates both ways, mutual TLS, and every way it must fail."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from seckit import OPENSSL, Pki, make_pki
+
+from agentkit import SECRET, closed_by_peer, short_tmpdir  # isort: skip
+from reloadctl.agent import Agent, start
+from reloadctl.client.connection import TlsSettings, execute
+from reloadctl.errors import (
+    ConfigError,
+    SecretError,
+    TargetAuthFailed,
+    TargetTimeout,
+    TargetUnreachable,
+)
+from reloadctl.proto.messages import AgentInfo, ReloadRequest, StatusRequest
+from reloadctl.secrets import Secret
+
+pytestmark = pytest.mark.skipif(OPENSSL is None, reason="needs the openssl binary for test certs")
+
+ENV_VARS = (
+    "RELOADCTL_SECRET",
+    "RELOADCTL_SECRET_FILE",
+    "RELOADCTL_AGENT_LISTEN",
+    "RELOADCTL_AGENT_ALLOW",
+    "RELOADCTL_AGENT_READ_ONLY",
+    "RELOADCTL_AGENT_DISABLE",
+    "RELOADCTL_TLS_CERT",
+    "RELOADCTL_TLS_KEY",
+    "RELOADCTL_TLS_CA",
+)
+
+
+@pytest.fixture(scope="module")
+def pki() -> Iterator[Pki]:
+    with short_tmpdir() as d:
+        yield make_pki(d)
+
+
+@pytest.fixture
+def runtime_dir(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    for var in ENV_VARS:
+        monkeypatch.delenv(var, raising=False)
+    with short_tmpdir() as d:
+        monkeypatch.setenv("XDG_RUNTIME_DIR", str(d))
+        yield d
+
+
+@pytest.fixture
+def agents(runtime_dir: Path) -> Iterator[Callable[..., Agent]]:
+    started: list[Agent] = []
+
+    def _start(*args: object, **kwargs: object) -> Agent:
+        agent = start(*args, **kwargs)  # type: ignore[arg-type]
+        started.append(agent)
+        return agent
+
+    yield _start
+    for agent in started:
+        agent.stop()
+
+
+def _mtls(agents: Callable[..., Agent], pki: Pki, **kw: object) -> Agent:
+    return agents(
+        "tls://127.0.0.1:0",
+        tls_cert=pki.server_cert,
+        tls_key=pki.server_key,
+        tls_ca=pki.ca,
+        **kw,
+    )
+
+
+def call(address: str, tls: TlsSettings, secret: bytes | None = None, request: object = None):  # type: ignore[no-untyped-def]
+    return execute(
+        address,
+        request or StatusRequest(),  # type: ignore[arg-type]
+        secret=None if secret is None else Secret(secret),
+        connect_timeout=3.0,
+        timeout=10.0,
+        tls=tls,
+    )
+
+
+def _fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_mutual_tls_replaces_the_secret_and_reloads(
+    agents: Callable[..., Agent], pki: Pki, runtime_dir: Path
+) -> None:
+    name = f"rc_tls_{uuid.uuid4().hex[:8]}"
+    path = runtime_dir / f"{name}.py"
+    path.write_text("VALUE = 1\n")
+    import sys
+
+    sys.path.insert(0, str(runtime_dir))
+    try:
+        module = __import__(name)
+        agent = _mtls(agents, pki)
+        assert agent.address.startswith("tls://127.0.0.1:")
+        good = TlsSettings(ca=pki.ca, cert=pki.client_cert, key=pki.client_key)
+        info = call(agent.address, good)
+        assert isinstance(info, AgentInfo) and info.pid == os.getpid()
+        path.write_text("VALUE = 2\n")
+        results = call(agent.address, good, request=ReloadRequest((name,)))
+        assert [r.status for r in results] == ["reloaded"]
+        assert module.VALUE == 2
+    finally:
+        sys.path.remove(str(runtime_dir))
+        sys.modules.pop(name, None)
+
+
+def test_client_without_or_with_a_foreign_certificate_is_refused(
+    agents: Callable[..., Agent], pki: Pki
+) -> None:
+    agent = _mtls(agents, pki)
+    for bad in (
+        TlsSettings(ca=pki.ca),
+        TlsSettings(ca=pki.ca, cert=pki.rogue_client_cert, key=pki.rogue_client_key),
+    ):
+        with pytest.raises(TargetAuthFailed, match="TLS"):
+            call(agent.address, bad)
+    # and the agent still serves a good client
+    good = TlsSettings(ca=pki.ca, cert=pki.client_cert, key=pki.client_key)
+    assert isinstance(call(agent.address, good), AgentInfo)
+
+
+def test_client_verifies_the_agent_certificate_and_name(
+    agents: Callable[..., Agent], pki: Pki
+) -> None:
+    agent = agents(
+        "tls://127.0.0.1:0", secret=SECRET, tls_cert=pki.server_cert, tls_key=pki.server_key
+    )
+    # a CA that did not sign the agent's certificate (an impostor would look like this)
+    with pytest.raises(TargetAuthFailed, match="certificate does not verify"):
+        call(agent.address, TlsSettings(ca=pki.rogue_ca), secret=SECRET)
+    # no CA given: the system CAs do not know our private CA either
+    with pytest.raises(TargetAuthFailed, match="certificate does not verify"):
+        call(agent.address, TlsSettings(), secret=SECRET)
+    assert isinstance(call(agent.address, TlsSettings(ca=pki.ca), secret=SECRET), AgentInfo)
+
+
+def test_certificate_for_another_name_is_refused(agents: Callable[..., Agent], pki: Pki) -> None:
+    agent = agents(
+        "tls://127.0.0.1:0",
+        secret=SECRET,
+        tls_cert=pki.wrong_name_cert,
+        tls_key=pki.wrong_name_key,
+    )
+    with pytest.raises(TargetAuthFailed, match="certificate does not verify"):
+        call(agent.address, TlsSettings(ca=pki.ca), secret=SECRET)
+
+
+def test_secret_inside_tls_is_still_checked(agents: Callable[..., Agent], pki: Pki) -> None:
+    agent = agents(
+        "tls://127.0.0.1:0", secret=SECRET, tls_cert=pki.server_cert, tls_key=pki.server_key
+    )
+    tls = TlsSettings(ca=pki.ca)
+    with pytest.raises(TargetAuthFailed, match="requires a secret"):
+        call(agent.address, tls)
+    with pytest.raises(TargetAuthFailed, match="wrong secret"):
+        call(agent.address, tls, secret=b"not the secret")
+    assert isinstance(call(agent.address, tls, secret=SECRET), AgentInfo)
+
+
+def test_settings_come_from_the_environment(
+    agents: Callable[..., Agent], pki: Pki, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RELOADCTL_TLS_CERT", pki.server_cert)
+    monkeypatch.setenv("RELOADCTL_TLS_KEY", pki.server_key)
+    monkeypatch.setenv("RELOADCTL_TLS_CA", pki.ca)
+    agent = agents("tls://127.0.0.1:0")
+    # the client reads the same variables; here they name the client's own files
+    monkeypatch.setenv("RELOADCTL_TLS_CERT", pki.client_cert)
+    monkeypatch.setenv("RELOADCTL_TLS_KEY", pki.client_key)
+    info = execute(agent.address, StatusRequest(), secret=None, connect_timeout=3.0, timeout=10.0)
+    assert isinstance(info, AgentInfo)
+
+
+def test_tls_config_is_refused_when_incomplete(runtime_dir: Path, pki: Pki) -> None:
+    with pytest.raises(ConfigError, match="certificate and its key"):
+        start("tls://127.0.0.1:0", secret=SECRET)
+    with pytest.raises(SecretError, match="client authentication"):
+        start("tls://127.0.0.1:0", tls_cert=pki.server_cert, tls_key=pki.server_key)
+    with pytest.raises(ConfigError, match="not a readable file"):
+        start(
+            "tls://127.0.0.1:0",
+            secret=SECRET,
+            tls_cert=pki.server_cert,
+            tls_key=str(runtime_dir / "missing.key"),
+        )
+
+
+def test_plaintext_peers_get_nothing_and_leak_nothing(
+    agents: Callable[..., Agent], pki: Pki
+) -> None:
+    agent = _mtls(agents, pki)
+    host, port = agent.address[len("tls://") :].rsplit(":", 1)
+    fds, threads = _fds(), threading.active_count()
+    # a plain tcp client of ours: the TLS handshake fails on both sides
+    with pytest.raises((TargetUnreachable, TargetAuthFailed, TargetTimeout)):
+        execute(
+            f"tcp://{host}:{port}",
+            StatusRequest(),
+            secret=Secret(SECRET),
+            connect_timeout=2.0,
+            timeout=4.0,
+        )
+    # raw garbage and a client that never starts TLS
+    for payload in (b"\x00" * 64, b"GET / HTTP/1.1\r\n\r\n", b""):
+        s = socket.create_connection((host, int(port)), timeout=5)
+        try:
+            if payload:
+                s.sendall(payload)
+            assert closed_by_peer(s, timeout=6)
+        finally:
+            s.close()
+    good = TlsSettings(ca=pki.ca, cert=pki.client_cert, key=pki.client_key)
+    assert isinstance(call(agent.address, good), AgentInfo)
+    end = time.monotonic() + 5
+    while time.monotonic() < end and (_fds() > fds or threading.active_count() > threads):
+        time.sleep(0.05)
+    assert _fds() <= fds
+    assert threading.active_count() <= threads
+
+
+def test_stop_closes_an_idle_tls_connection(agents: Callable[..., Agent], pki: Pki) -> None:
+    """A TLS connection idling in the agent is woken and closed by stop() (its fd moved)."""
+    import ssl
+
+    agent = _mtls(agents, pki)
+    host, port = agent.address[len("tls://") :].rsplit(":", 1)
+    ctx = ssl.create_default_context(cafile=pki.ca)
+    ctx.load_cert_chain(pki.client_cert, pki.client_key)
+    raw = socket.create_connection((host, int(port)), timeout=5)
+    tls = ctx.wrap_socket(raw, server_hostname="127.0.0.1")
+    try:
+        time.sleep(0.3)
+        threads = [t for t in threading.enumerate() if t.name == "reloadctl-conn"]
+        assert threads
+        agent.stop()
+        for t in threads:
+            t.join(3)
+            assert not t.is_alive()
+    finally:
+        tls.close()
