@@ -217,15 +217,24 @@ def _apply_batch(
             return [results[name] for name in requested]
         spent[t.name] += _ms(start)
         done.append((t, applied))
-    extra_actions: dict[str, list[Action]] = {}
-    extra_warnings: dict[str, list[str]] = {}
+    # after every body ran: follow definitions moved between modules, rebind stale
+    # from-imports, then the modules' own __reload__ hooks; any failure undoes the batch
+    more_actions: dict[str, list[Action]] = {}
+    more_warnings: dict[str, list[str]] = {}
     if done:
         start = time.perf_counter()
         try:
-            extra_actions, extra_warnings = follow_moves(
+            more_actions, more_warnings = follow_moves(
                 [Moved(t.name, a.snapshot, a.undo) for t, a in done],
                 [name for name in list(sys.modules) if name not in loaded_before],
             )
+            if dependents or len(done) > 1:
+                rebound = rebind_dependents(
+                    [(t.name, a.snapshot, vars(t.module), a.undo) for t, a in done],
+                    only=None if dependents else frozenset(t.name for t, _ in done),
+                )
+                for module, found in rebound.items():
+                    more_actions.setdefault(module, []).extend(found)
         except Exception as exc:  # noqa: BLE001 - an engine bug must not leave a half batch
             first = done[0][0].name
             spent[first] += _ms(start)
@@ -233,7 +242,7 @@ def _apply_batch(
                 first, exc, done, [], results=results, spent=spent, loaded_before=loaded_before
             )
             return [results[name] for name in requested]
-    hook_actions = extra_actions
+        spent[done[0][0].name] += _ms(start)
     for t, applied in done:
         hook = vars(t.module).get("__reload__")
         if not callable(hook):
@@ -248,13 +257,7 @@ def _apply_batch(
             )
             return [results[name] for name in requested]
         spent[t.name] += _ms(start)
-        hook_actions.setdefault(t.name, []).append(Action("hook", f"{t.name}.__reload__"))
-    rebound: dict[str, list[Action]] = {}
-    if done and (dependents or len(done) > 1):
-        rebound = rebind_dependents(
-            [(t.name, a.snapshot, vars(t.module), a.undo) for t, a in done],
-            only=None if dependents else frozenset(t.name for t, _ in done),
-        )
+        more_actions.setdefault(t.name, []).append(Action("hook", f"{t.name}.__reload__"))
     for t, applied in done:
         history.commit(
             t.name,
@@ -265,10 +268,8 @@ def _apply_batch(
             undo=applied.undo,
             code=t.code.code,
         )
-        actions = (
-            applied.actions + tuple(hook_actions.get(t.name, ())) + tuple(rebound.get(t.name, ()))
-        )
-        warnings = applied.warnings + tuple(extra_warnings.get(t.name, ()))
+        actions = applied.actions + tuple(more_actions.get(t.name, ()))
+        warnings = applied.warnings + tuple(more_warnings.get(t.name, ()))
         results[t.name] = ModuleResult(t.name, RELOADED, None, actions, warnings, spent[t.name])
     return [results[name] for name in requested]
 
