@@ -52,7 +52,7 @@ def adopt(ctx: Context, new: Any, hint: Any = None) -> Any:
         return adopt_class(ctx, old, new, adopt)
     if (
         not isinstance(new, (FunctionType, type))
-        and type(old) is type(new)
+        and ctx.resolved(type(new)) is type(old)  # the wrapper class may be reloaded too
         and hasattr_safe(new, "__wrapped__")
         and hasattr_safe(old, "__wrapped__")
     ):

@@ -96,7 +96,7 @@ def _adopt_wrapped(
         chosen = ctx.memo[id(new_inner)]
     elif isinstance(old_inner, FunctionType) and isinstance(new_inner, FunctionType):
         chosen = adopt_function(ctx, old_inner, new_inner, adopt)
-    elif type(old_inner) is type(new_inner) and hasattr(new_inner, "__wrapped__"):
+    elif ctx.resolved(type(new_inner)) is type(old_inner) and hasattr(new_inner, "__wrapped__"):
         chosen = adopt_wrapper(ctx, old_inner, new_inner, adopt)
     else:
         chosen = adopt(ctx, new_inner)

@@ -333,3 +333,38 @@ def test_type_params_function(kit: Kit) -> None:
     kit.write("m", "def first[T](xs: list[T]) -> T:\n    return xs[-1]\n")
     kit.ok("m")
     assert f([1, 2]) == 2
+
+
+def test_callable_object_decorator_with_update_wrapper(kit: Kit) -> None:
+    src = """
+        import functools
+        class Counted:
+            def __init__(self, fn):
+                self.fn = fn
+                self.calls = 0
+                functools.update_wrapper(self, fn)
+            def __call__(self, *a):
+                self.calls += 1
+                return self.fn(*a)
+        @Counted
+        def f():
+            return {n}
+        """
+    kit.write("m", src.format(n=1))
+    m = kit.load("m")
+    f = m.f
+    f()
+    kit.write("m", src.format(n=2))
+    r = kit.ok("m")
+    assert (f(), m.f is f, f.calls) == (2, True, 2)
+    assert not r.warnings
+
+
+def test_partial_held_from_before(kit: Kit) -> None:
+    src = "import functools\ndef add(a, b):\n    return (a + b) * {k}\nadd1 = functools.partial(add, 1)\n"
+    kit.write("m", src.format(k=1))
+    m = kit.load("m")
+    add1 = m.add1
+    kit.write("m", src.format(k=10))
+    kit.ok("m")
+    assert add1(1) == 20 and m.add1(1) == 20
