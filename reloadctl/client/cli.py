@@ -67,7 +67,6 @@ class Output(str, enum.Enum):
 
 app = typer.Typer(
     name="reloadctl",
-    help="Reload Python modules inside running processes, one process or a whole fleet.",
     no_args_is_help=True,
     add_completion=False,
     rich_markup_mode=None,  # plain help: rich costs ~50 ms per --help
@@ -201,50 +200,6 @@ def _version(value: bool) -> None:
     if value:
         typer.echo(f"reloadctl {__version__}")
         raise typer.Exit(EXIT_OK)
-
-
-@app.callback()
-def _root(
-    ctx: typer.Context,
-    *,
-    output: OutputOpt = None,
-    quiet: Quiet = False,
-    verbose: Verbose = 0,
-    timeout: Timeout = None,
-    connect_timeout: ConnectTimeout = None,
-    parallel: Parallel = None,
-    deadline: Deadline = None,
-    secret_file: SecretFile = None,
-    inventory: InventoryOpt = None,
-    version: Annotated[
-        bool | None,
-        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
-    ] = None,
-) -> None:
-    """Reload Python modules inside running processes, one process or a whole fleet.
-
-    Each target process runs the reloadctl agent (python -m reloadctl.agent app.py, or
-    reloadctl.agent.start() in the program). Global options go before the command; most
-    can also be given after it.
-
-    \b
-    Examples:
-      reloadctl reload -H unix:///run/user/1000/reloadctl/app-4242.sock shop.pricing
-      reloadctl reload --local shop.pricing shop.cart
-      reloadctl -o ndjson reload -g web --canary 1 --batch 25% --max-failures 10% shop.pricing
-      reloadctl status --local
-    """
-    ctx.obj = Settings(
-        output=output,
-        quiet=quiet,
-        verbose=verbose,
-        timeout=timeout,
-        connect_timeout=connect_timeout,
-        parallel=parallel,
-        deadline=deadline,
-        secret_file=secret_file,
-        inventory=inventory,
-    )
 
 
 # -- the one place exit codes are decided ---------------------------------------------------
@@ -608,6 +563,41 @@ def _shared(
 
 
 _ALL_SETTINGS: Final = tuple(_SETTING_OPTIONS)
+
+
+@app.callback()
+@_shared(*_ALL_SETTINGS, select=False)
+def _root(
+    ctx: typer.Context,
+    s: Settings,
+    *,
+    version: Annotated[
+        bool | None,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = None,
+) -> None:
+    """Reload Python modules inside running processes, one process or a whole fleet.
+
+    Each target process runs the reloadctl agent (python -m reloadctl.agent app.py, or
+    reloadctl.agent.start() in the program). Global options go before the command; most
+    can also be given after it.
+
+    \b
+    Examples:
+      reloadctl reload -H unix:///run/user/1000/reloadctl/app-4242.sock shop.pricing
+      reloadctl reload --local shop.pricing shop.cart
+      reloadctl -o ndjson reload -g web --canary 1 --batch 25% --max-failures 10% shop.pricing
+      reloadctl status --local
+
+    \b
+    Exit codes:
+      0  every target did what was asked     3  partial: some failed, refused or silent
+      1  all failed, or a local error        4  a target rejected our credentials
+      2  usage error, empty selection        5  rollout aborted; 130 interrupted
+    """
+    ctx.obj = s
+
+
 Modules = Annotated[
     list[str],
     typer.Argument(help="Dotted module names.", metavar="MODULE...", show_default=False),
@@ -895,44 +885,41 @@ def watch(
     raise typer.Exit(last[0])
 
 
+def _steer_rollout(rollout_id: str, action: str) -> None:
+    from reloadctl.client import rollout
+    from reloadctl.errors import ConfigError
+
+    steer = rollout.resume_rollout if action == "resumed" else rollout.abort_rollout
+    try:
+        steer(rollout_id)
+    except ConfigError as exc:
+        _fail(str(exc), EXIT_FAILED)
+    typer.echo(f"rollout {rollout_id} {action}", err=True)
+
+
+RolloutId = Annotated[str, typer.Argument(metavar="ID", help="The id the rollout printed.")]
+
+
 @rollout_app.command("resume")
-def rollout_resume(
-    rollout_id: Annotated[str, typer.Argument(metavar="ID", help="The id the rollout printed.")],
-) -> None:
+def rollout_resume(rollout_id: RolloutId) -> None:
     """Let a rollout paused with --pause go on to its next batches.
 
     \b
     Example:
       reloadctl rollout resume 3f9c2a1b
     """
-    from reloadctl.client.rollout import resume_rollout
-    from reloadctl.errors import ConfigError
-
-    try:
-        resume_rollout(rollout_id)
-    except ConfigError as exc:
-        _fail(str(exc), EXIT_FAILED)
-    typer.echo(f"rollout {rollout_id} resumed", err=True)
+    _steer_rollout(rollout_id, "resumed")
 
 
 @rollout_app.command("abort")
-def rollout_abort(
-    rollout_id: Annotated[str, typer.Argument(metavar="ID", help="The id the rollout printed.")],
-) -> None:
+def rollout_abort(rollout_id: RolloutId) -> None:
     """Stop a rollout paused with --pause: its later batches are not attempted (it exits 5).
 
     \b
     Example:
       reloadctl rollout abort 3f9c2a1b
     """
-    from reloadctl.client.rollout import abort_rollout
-    from reloadctl.errors import ConfigError
-
-    try:
-        abort_rollout(rollout_id)
-    except ConfigError as exc:
-        _fail(str(exc), EXIT_FAILED)
-    typer.echo(f"rollout {rollout_id} aborted", err=True)
+    _steer_rollout(rollout_id, "aborted")
 
 
 def main() -> None:
