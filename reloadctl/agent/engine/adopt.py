@@ -72,5 +72,6 @@ def _fix_new(ctx: Context, new: Any) -> None:
     at the objects kept, so a class added by the reload derives from the live classes."""
     if isinstance(new, FunctionType):
         repoint_cells(ctx, new)
+        ctx.functions.append(new)
     elif isinstance(new, type):
         fix_new_class(ctx, new, adopt)

@@ -49,6 +49,8 @@ class Context:
         self.containers: list[Any] = []
         #: class qualname -> names the old class body bound, when the old code is known.
         self.old_members: dict[str, frozenset[str]] | None = None
+        #: functions patched or added: their defaults may hold new objects.
+        self.functions: list[FunctionType] = []
         #: objects the new body created that may be instances of a class that was kept.
         self.instances: list[Any] = []
         self.keep: list[Any] = []
@@ -85,10 +87,18 @@ class Context:
         return self.memo.get(id(obj), obj)
 
     def translate_containers(self) -> None:
-        """Make new dicts and lists refer to the objects kept instead of the new objects
-        they stand for (``ROUTES = {"/": index}`` then holds the live ``index``)."""
+        """Make new dicts and lists, and function defaults, refer to the objects kept
+        instead of the new objects they stand for (``ROUTES = {"/": index}`` then holds the
+        live ``index``, ``def g(cb=f)`` the live ``f``)."""
         for container in self.containers:
             self._translate(container, 0)
+        for fn in self.functions:
+            defaults = fn.__defaults__
+            if defaults and any(id(v) in self.memo for v in defaults):
+                fn.__defaults__ = tuple(self.resolved(v) for v in defaults)
+            kwdefaults = fn.__kwdefaults__
+            if kwdefaults and any(id(v) in self.memo for v in kwdefaults.values()):
+                fn.__kwdefaults__ = {k: self.resolved(v) for k, v in kwdefaults.items()}
 
     def _translate(self, container: Any, depth: int) -> None:
         if depth > 2:

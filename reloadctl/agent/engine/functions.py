@@ -56,6 +56,7 @@ def adopt_function(ctx: Context, old: FunctionType, new: FunctionType, adopt: Ad
     if old.__code__.co_freevars != new.__code__.co_freevars:
         ctx.choose(new, new)
         repoint_cells(ctx, new)
+        ctx.functions.append(new)
         ctx.act("replaced", qualname, "free variables changed")
         ctx.warn(
             f"{ctx.label(qualname)} was replaced, not patched: its free variables changed "
@@ -83,6 +84,7 @@ def adopt_function(ctx: Context, old: FunctionType, new: FunctionType, adopt: Ad
     old.__dict__.clear()
     old.__dict__.update(fresh)
     _adopt_cells(ctx, old, new)
+    ctx.functions.append(old)
     if changed:
         ctx.act("patched", qualname)
     return old

@@ -368,3 +368,14 @@ def test_partial_held_from_before(kit: Kit) -> None:
     kit.write("m", src.format(k=10))
     kit.ok("m")
     assert add1(1) == 20 and m.add1(1) == 20
+
+
+def test_function_defaults_refer_to_live_objects(kit: Kit) -> None:
+    src = "def f():\n    return {n}\ndef g(cb=f, *, other=f):\n    return cb() + other()\n"
+    kit.write("m", src.format(n=1))
+    m = kit.load("m")
+    f = m.f
+    kit.write("m", src.format(n=2))
+    kit.ok("m")
+    assert m.g() == 4
+    assert m.g.__defaults__[0] is f and m.g.__kwdefaults__["other"] is f
