@@ -9,7 +9,7 @@ from source (``sys.dont_write_bytecode``), in the same process, interleaved.
 2. median ``reload_modules`` with 1,000,000 extra live gc-tracked objects / without
    (target <= 1.1x: the default path never walks the heap).
 
-Prints a table and a JSON line; about 20 seconds. Usage: python benchmarks/engine_reload.py
+Prints a table and a JSON line; a few seconds. Usage: python benchmarks/engine_reload.py
 [--runs N]
 """
 
@@ -64,8 +64,10 @@ def write(path: Path, text: str, tick: list[int]) -> None:
     os.utime(path, (st.st_atime + tick[0], st.st_mtime + tick[0]))
 
 
-def measure(runs: int, root: Path, heap: bool) -> dict[str, float]:
-    """Median seconds per reload for both engines (``heap``: with 1M extra objects)."""
+def measure(runs: int, root: Path, blocks: int = 4) -> dict[str, float]:
+    """Median seconds per reload: ``ours``/``importlib`` with an empty heap, and
+    ``ours_heap``/``importlib_heap`` with 1,000,000 extra live gc-tracked objects. The two
+    heaps alternate in ``blocks`` blocks so machine noise hits both alike."""
     tick = [0]
     ours, theirs = root / "bench_ours.py", root / "bench_theirs.py"
     write(ours, source(0), tick)
@@ -73,49 +75,55 @@ def measure(runs: int, root: Path, heap: bool) -> dict[str, float]:
     importlib.invalidate_caches()
     mod_ours = importlib.import_module("bench_ours")
     mod_theirs = importlib.import_module("bench_theirs")
-    ballast = [[i] for i in range(1_000_000)] if heap else []
-    gc.collect()
     held = [mod_ours.func_0, mod_ours.Klass0(1)]
-    t_ours: list[float] = []
-    t_theirs: list[float] = []
-    for run in range(1, runs + 1):
-        text = source(run)
-        write(ours, text, tick)
-        write(theirs, text, tick)
-        start = time.perf_counter()
-        (result,) = reload_modules(["bench_ours"])
-        t_ours.append(time.perf_counter() - start)
-        assert result.status == "reloaded", result
-        start = time.perf_counter()
-        importlib.reload(mod_theirs)
-        t_theirs.append(time.perf_counter() - start)
-    assert held[0](1) == run + run and held[1].meth_1(1) == 1 + 1 + run
-    del ballast
+    times: dict[str, list[float]] = {
+        k: [] for k in ("ours", "importlib", "ours_heap", "importlib_heap")
+    }
+    version = 0
+    per_block = max(1, runs // blocks)
+    for block in range(blocks * 2):
+        heavy = block % 2 == 1
+        ballast = [[i] for i in range(1_000_000)] if heavy else []
+        gc.collect()
+        suffix = "_heap" if heavy else ""
+        for _ in range(per_block):
+            version += 1
+            text = source(version)
+            write(ours, text, tick)
+            write(theirs, text, tick)
+            start = time.perf_counter()
+            (result,) = reload_modules(["bench_ours"])
+            times["ours" + suffix].append(time.perf_counter() - start)
+            assert result.status == "reloaded", result
+            start = time.perf_counter()
+            importlib.reload(mod_theirs)
+            times["importlib" + suffix].append(time.perf_counter() - start)
+        del ballast
+    assert held[0](1) == 2 * version and held[1].meth_1(1) == 1 + 1 + version
     for name in ("bench_ours", "bench_theirs"):
         sys.modules.pop(name, None)
     gc.collect()
-    return {"ours": statistics.median(t_ours), "importlib": statistics.median(t_theirs)}
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=40)
+    parser.add_argument("--runs", type=int, default=60, help="reloads per heap size")
     args = parser.parse_args()
     sys.dont_write_bytecode = True
     with tempfile.TemporaryDirectory(prefix="rl_bench_") as tmp:
         sys.path.insert(0, tmp)
         try:
-            plain = measure(args.runs, Path(tmp), heap=False)
-            heavy = measure(args.runs, Path(tmp), heap=True)
+            m = measure(args.runs, Path(tmp))
         finally:
             sys.path.remove(tmp)
-    ratio_importlib = plain["ours"] / plain["importlib"]
-    ratio_heap = heavy["ours"] / plain["ours"]
+    ratio_importlib = m["ours"] / m["importlib"]
+    ratio_heap = m["ours_heap"] / m["ours"]
     rows = [
-        ("importlib.reload (baseline)", plain["importlib"] * 1000, ""),
-        ("reload_modules", plain["ours"] * 1000, f"{ratio_importlib:.2f}x importlib"),
-        ("importlib.reload, 1M objects", heavy["importlib"] * 1000, ""),
-        ("reload_modules, 1M objects", heavy["ours"] * 1000, f"{ratio_heap:.2f}x empty heap"),
+        ("importlib.reload (baseline)", m["importlib"] * 1000, ""),
+        ("reload_modules", m["ours"] * 1000, f"{ratio_importlib:.2f}x importlib"),
+        ("importlib.reload, 1M objects", m["importlib_heap"] * 1000, ""),
+        ("reload_modules, 1M objects", m["ours_heap"] * 1000, f"{ratio_heap:.2f}x empty heap"),
     ]
     print(f"engine reload: {FUNCTIONS} functions + {CLASSES} classes, median of {args.runs} runs")
     print(f"{'case':32} {'median ms':>10}  ratio")
@@ -128,11 +136,11 @@ def main() -> int:
                 "benchmark": "engine_reload",
                 "python": sys.version.split()[0],
                 "runs": args.runs,
-                "importlib_ms": round(plain["importlib"] * 1000, 3),
-                "reload_modules_ms": round(plain["ours"] * 1000, 3),
+                "importlib_ms": round(m["importlib"] * 1000, 3),
+                "reload_modules_ms": round(m["ours"] * 1000, 3),
                 "ratio_vs_importlib": round(ratio_importlib, 3),
                 "target_vs_importlib": TARGET_VS_IMPORTLIB,
-                "reload_modules_1m_objects_ms": round(heavy["ours"] * 1000, 3),
+                "reload_modules_1m_objects_ms": round(m["ours_heap"] * 1000, 3),
                 "ratio_1m_objects": round(ratio_heap, 3),
                 "target_1m_objects": TARGET_HEAP,
                 "ok": ok,
