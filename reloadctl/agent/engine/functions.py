@@ -26,7 +26,7 @@ from typing import Any
 
 from reloadctl.agent.engine.context import Context
 from reloadctl.agent.engine.source import function_codes
-from reloadctl.agent.engine.undo import FUNCTION_ATTRS
+from reloadctl.agent.engine.undo import FUNCTION_ATTRS, replace_contents
 
 Adopt = Callable[..., Any]
 
@@ -81,8 +81,7 @@ def adopt_function(ctx: Context, old: FunctionType, new: FunctionType, adopt: Ad
         key: (ctx.resolved(value) if key == "__wrapped__" else value)
         for key, value in new.__dict__.items()
     }
-    old.__dict__.clear()
-    old.__dict__.update(fresh)
+    replace_contents(old.__dict__, fresh)
     _adopt_cells(ctx, old, new)
     ctx.functions.append(old)
     if changed:

@@ -30,6 +30,14 @@ FUNCTION_ATTRS: Final = (
 _MISSING: Final = object()
 
 
+def replace_contents(target: dict[Any, Any], contents: dict[Any, Any]) -> None:
+    """Make ``target`` hold exactly ``contents``: update first, then delete the extra keys,
+    so a concurrent reader never misses a key present before and after (rule 3)."""
+    target.update(contents)
+    for key in [key for key in target if key not in contents]:
+        target.pop(key, None)
+
+
 class UndoLog:
     """An ordered record of reversible changes (see the module rules)."""
 
@@ -73,9 +81,7 @@ class UndoLog:
         """Record that ``namespace`` may change from here on; revert restores ``snapshot``."""
 
         def undo() -> None:
-            namespace.update(snapshot)
-            for key in [key for key in namespace if key not in snapshot]:
-                namespace.pop(key, None)
+            replace_contents(namespace, snapshot)
 
         self.record(undo, label)
 
@@ -114,8 +120,7 @@ class UndoLog:
         def undo() -> None:
             for name, value in saved.items():
                 setattr(fn, name, value)
-            fn.__dict__.clear()
-            fn.__dict__.update(saved_dict)
+            replace_contents(fn.__dict__, saved_dict)
 
         self.record(undo, label)
 
@@ -139,8 +144,7 @@ class UndoLog:
 
         def undo() -> None:
             if isinstance(obj, dict):
-                obj.clear()
-                obj.update(snapshot)
+                replace_contents(obj, snapshot)
             else:
                 obj[:] = snapshot
 
