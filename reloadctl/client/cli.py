@@ -26,7 +26,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Final, NoReturn
+from typing import TYPE_CHECKING, Annotated, Final, NoReturn, cast
 
 import typer
 
@@ -190,8 +190,8 @@ class Settings:
 class Choice:
     """The selection options as given to a command (``-H``, ``-g``, ``--all``, ``--local``)."""
 
-    hosts: list[str] | None = None
-    groups: list[str] | None = None
+    hosts: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()
     all_groups: bool = False
     local: bool = False
 
@@ -320,15 +320,15 @@ def _select(
 
     hosts, groups, all_groups, local = choice.hosts, choice.groups, choice.all_groups, choice.local
     inv = _inventory(s, needed=bool(groups) or all_groups)
-    for g in groups or ():
+    for g in groups:
         try:
             inv.group(g)
         except InventoryError as exc:
             _usage(ctx, str(exc))
     try:
         selection = select_targets(
-            hosts or (),
-            groups or (),
+            hosts,
+            groups,
             all_groups=all_groups,
             local=local,
             inventory=inv,
@@ -547,11 +547,18 @@ def _shared(
 
         @functools.wraps(command)
         def wrapper(ctx: typer.Context, **values: object) -> None:
-            chosen = {name: values.pop(name) for name in _SELECTION_OPTIONS if name in values}
-            given = {name: values.pop(name) for name in settings}
-            extra: dict[str, object] = {"s": _settings(ctx, **given)}
+            extra: dict[str, object] = {}
             if select:
-                extra["choice"] = Choice(**chosen)  # type: ignore[arg-type]
+                # typer gives None or a list for a repeatable option; a Choice holds tuples.
+                hosts = cast("list[str] | None", values.pop("hosts"))
+                groups = cast("list[str] | None", values.pop("groups"))
+                extra["choice"] = Choice(
+                    tuple(hosts or ()),
+                    tuple(groups or ()),
+                    all_groups=bool(values.pop("all_groups")),
+                    local=bool(values.pop("local")),
+                )
+            extra["s"] = _settings(ctx, **{name: values.pop(name) for name in settings})
             command(ctx, **extra, **values)
 
         params = [ctx_param, *selection_params, *own, *setting_params]
