@@ -313,3 +313,12 @@ def test_our_usage_errors_are_one_line(fake: FakeTransport, env: dict[str, str |
     assert result.exit_code == 2
     assert result.stderr.count("\n") == 1
     assert result.stderr.startswith("reloadctl: error: unknown group 'web'")
+
+
+def test_option_after_the_command_wins(fake: FakeTransport, env: dict[str, str | None]) -> None:
+    args = ["-o", "json", "--timeout", "5", "reload", "-o", "ndjson", "-H", A, "shop.pricing"]
+    code, records, _ = invoke(args, env)
+    assert code == 0
+    assert records[-1] == {"summary": {"reloaded": 1}}  # ndjson, not one json document
+    (_, _, connect_timeout, timeout) = fake.calls[0]
+    assert (connect_timeout, timeout) == (2.0, 5.0)  # the global --timeout still applies
