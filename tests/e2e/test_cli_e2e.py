@@ -391,6 +391,8 @@ def test_interrupt_exits_130(fleet: Fleet) -> None:
     assert proc.returncode == 130, err
     lines = [json.loads(line) for line in out.splitlines()]
     statuses = {r["target"]: r["status"] for r in lines if "target" in r}
+    assert "summary" in lines[-1]  # the recap is still written
+    assert "interrupted" in err
     assert statuses[a.address] == "not_attempted"
     assert statuses[f"unix://{path}"] in ("timeout", "unreachable")
     assert a.value() == "1"
