@@ -223,7 +223,7 @@ def _adopt_member(ctx: Context, current: Any, value: Any, adopt: Adopt) -> Any:
         if kept and same(current.__doc__, value.__doc__):
             return current
         return value
-    return value
+    return ctx.resolved(value)  # e.g. an enum member of a kept enum: the live member
 
 
 def _rebuild_pydantic(ctx: Context, old: type, new: type) -> None:

@@ -141,6 +141,11 @@ def apply_module(
                 fix_instance(ctx, value)
         for value in ctx.instances:
             fix_instance(ctx, value)
+        for key, value in list(ns.items()):
+            # e.g. ``DEFAULT = Color.RED``: the new member stands for the live one
+            chosen = ctx.memo.get(id(value))
+            if chosen is not None and chosen is not value:
+                ns[key] = chosen
         ctx.translate_containers()
         patch_live_closures(ctx)
         defined = _defined(target, snapshot, ns)

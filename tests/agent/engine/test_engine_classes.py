@@ -499,3 +499,17 @@ def test_descriptors_copied_onto_the_old_class_learn_their_owner(kit: Kit) -> No
     kit.ok("m")
     assert o.f == ("C", "f", 2)
     assert C.__dict__["f"].owner is C
+
+
+def test_enum_members_bound_elsewhere_in_the_module_are_the_live_members(kit: Kit) -> None:
+    src = (
+        "from enum import Enum\nclass Color(Enum):\n    RED = 1\n{extra}"
+        "DEFAULT = Color.RED\nTABLE = {{'r': Color.RED}}\n"
+        "def pick(c=Color.RED):\n    return c\nclass Car:\n    color = Color.RED\n"
+    )
+    kit.write("m", src.format(extra=""))
+    m = kit.load("m")
+    red = m.Color.RED
+    kit.write("m", src.format(extra="    BLUE = 2\n"))
+    kit.ok("m")
+    assert m.DEFAULT is red and m.TABLE["r"] is red and m.pick() is red and m.Car.color is red
