@@ -7,8 +7,9 @@ Rules:
    object is used, the action is ``replaced`` and a warning says why.
 3. Each new object is decided once (``Context.memo``), however many names refer to it,
    and each old object stands for at most one new object.
-4. Qualnames containing ``<lambda>`` or ``<locals>`` are not unique: such an object only
-   matches the old object bound at the same place (the same module name or class member).
+4. Qualnames containing ``<lambda>`` or ``<locals>``, and qualnames several old objects
+   share (``typing._NamedTuple`` and the function ``NamedTuple``), are not unique: such an
+   object only matches the old object bound at the same place (module name or member).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from types import FunctionType
 from typing import Any
 
 from reloadctl.agent.engine.classes import adopt_class, fix_new_class
-from reloadctl.agent.engine.context import Context, hasattr_safe
+from reloadctl.agent.engine.context import AMBIGUOUS, Context, hasattr_safe
 from reloadctl.agent.engine.functions import adopt_function, adopt_wrapper, repoint_cells
 
 
@@ -35,11 +36,9 @@ def adopt(ctx: Context, new: Any, hint: Any = None) -> Any:
     module = getattr(new, "__module__", None)
     old = None
     if module == ctx.module and isinstance(qualname, str):
-        if "<" in qualname:
-            if getattr(hint, "__qualname__", None) == qualname:
-                old = hint
-        else:
-            old = ctx.old.get(qualname)
+        old = ctx.old.get(qualname)
+        if "<" in qualname or old is AMBIGUOUS:
+            old = hint if getattr(hint, "__qualname__", None) == qualname else None
     if old is not None and id(old) in ctx.claimed:
         old = None  # already stands for another new object (rule 3)
     if old is None or old is new:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from types import CodeType, FunctionType
-from typing import Any
+from typing import Any, Final
 
 from reloadctl.agent.engine.undo import UndoLog
 from reloadctl.proto.messages import Action
+
+#: Stands in the old-object index for a qualname that several old objects share.
+AMBIGUOUS: Final = object()
 
 
 def is_definition(obj: Any, module: str) -> bool:
@@ -40,6 +43,7 @@ class Context:
     def __init__(self, module: str, old_objects: dict[str, Any], undo: UndoLog) -> None:
         self.module = module
         self.old = old_objects
+        #: ids of every old definition (also those whose qualname is AMBIGUOUS in ``old``).
         self.old_ids = {id(obj) for obj in old_objects.values()}
         self.undo = undo
         self.memo: dict[int, Any] = {}

@@ -22,7 +22,7 @@ from typing import Any, Final
 from reloadctl.agent.engine.adopt import adopt
 from reloadctl.agent.engine.classes import fix_instance
 from reloadctl.agent.engine.closures import patch_live_closures
-from reloadctl.agent.engine.context import Context, is_definition
+from reloadctl.agent.engine.context import AMBIGUOUS, Context, is_definition
 from reloadctl.agent.engine.resolve import Target
 from reloadctl.agent.engine.source import class_stores
 from reloadctl.agent.engine.undo import UndoLog
@@ -59,8 +59,11 @@ class Applied:
     warnings: tuple[str, ...]
 
 
-def old_definitions(module: str, snapshot: dict[str, Any]) -> dict[str, Any]:
-    """Index the old version's functions and classes (and class members) by qualname."""
+def old_definitions(
+    module: str, snapshot: dict[str, Any], ids: set[int] | None = None
+) -> dict[str, Any]:
+    """Index the old version's functions and classes (and class members) by qualname
+    (``AMBIGUOUS`` where several share one); add the id of each to ``ids``."""
     found: dict[str, Any] = {}
     todo = [value for value in snapshot.values() if is_definition(value, module)]
     seen: set[int] = set()
@@ -70,8 +73,8 @@ def old_definitions(module: str, snapshot: dict[str, Any]) -> dict[str, Any]:
             continue
         seen.add(id(obj))
         qualname = getattr(obj, "__qualname__", None)
-        if isinstance(qualname, str):
-            found.setdefault(qualname, obj)
+        if isinstance(qualname, str) and found.setdefault(qualname, obj) is not obj:
+            found[qualname] = AMBIGUOUS  # two old objects, one qualname: match by binding
         if isinstance(obj, type):
             for member in list(vars(obj).values()):
                 inner = (
@@ -81,6 +84,8 @@ def old_definitions(module: str, snapshot: dict[str, Any]) -> dict[str, Any]:
                 )
                 if inner is not None and is_definition(inner, module):
                     todo.append(inner)
+    if ids is not None:
+        ids.update(seen)
     return found
 
 
@@ -118,7 +123,9 @@ def apply_module(
         if "__doc__" not in target.code.stores:
             ns["__doc__"] = None
         exec(target.code.code, ns)  # noqa: S102 - executing the module's own source is the job
-        ctx = Context(name, old_definitions(name, snapshot), undo)
+        all_old: set[int] = set()
+        ctx = Context(name, old_definitions(name, snapshot, all_old), undo)
+        ctx.old_ids.update(all_old)
         if previous_code is not None:
             ctx.old_members = class_stores(previous_code)
         old_values = {id(value) for value in snapshot.values()}

@@ -7,7 +7,7 @@ import sys
 from types import CodeType, FunctionType, ModuleType
 from typing import Any, Final
 
-from reloadctl.agent.engine.context import is_definition
+from reloadctl.agent.engine.context import AMBIGUOUS, is_definition
 from reloadctl.agent.engine.namespace import SPECIAL, old_definitions
 from reloadctl.agent.engine.resolve import Target
 from reloadctl.proto.messages import Action
@@ -61,6 +61,8 @@ def plan_actions(target: Target, previously_defined: frozenset[str] | None) -> t
     old = old_definitions(name, dict(ns))
     for qualname, (code, is_function) in sorted(definition_codes(target.code.code).items()):
         live = old.get(qualname)
+        if live is AMBIGUOUS:
+            continue
         if live is None:
             if "." in qualname:
                 actions.append(Action("added", f"{name}.{qualname}"))

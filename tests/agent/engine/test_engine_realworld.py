@@ -1,0 +1,69 @@
+"""Real code, not toy modules: copies of stdlib modules and packages (enums, dataclasses,
+decorators, properties, caches, relative imports) reloaded in place and still working."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import shutil
+import sysconfig
+from pathlib import Path
+
+import pytest
+from conftest import Kit
+
+STDLIB = Path(sysconfig.get_paths()["stdlib"])
+CASES = ["textwrap", "fractions", "argparse", "ipaddress", "http", "json", "calendar", "typing"]
+
+
+def _copy(kit: Kit, name: str) -> Path:
+    if (STDLIB / name).is_dir():
+        target = kit.root / kit.name(name)
+        shutil.copytree(STDLIB / name, target, ignore=shutil.ignore_patterns("__pycache__"))
+        return target / "__init__.py"
+    target = kit.root / (kit.name(name) + ".py")
+    shutil.copy(STDLIB / (name + ".py"), target)
+    return target
+
+
+def _touch(path: Path, extra: str) -> None:
+    with path.open("a") as fh:
+        fh.write(extra)
+    st = path.stat()
+    os.utime(path, (st.st_atime + 5, st.st_mtime + 5))
+    importlib.invalidate_caches()
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_stdlib_module_reloads_in_place_and_keeps_working(kit: Kit, name: str) -> None:
+    main = _copy(kit, name)
+    importlib.invalidate_caches()
+    mod = kit.load(name)
+    before = {k: v for k, v in vars(mod).items() if isinstance(v, type)}
+    _touch(main, "\n_RL_TOUCHED = 1\n")
+    r = kit.reload_one(name)
+    assert r.status == "reloaded", r
+    assert not r.warnings, r.warnings
+    for key, cls in before.items():
+        assert vars(mod)[key] is cls, key  # every class kept its identity
+    assert kit.reload_one(name).status == "unchanged"
+
+
+def test_reloaded_stdlib_copies_still_work(kit: Kit) -> None:
+    paths = {n: _copy(kit, n) for n in ("textwrap", "fractions", "http", "json", "argparse")}
+    importlib.invalidate_caches()
+    mods = {n: kit.load(n) for n in paths}
+    half = mods["fractions"].Fraction(1, 2)
+    status = mods["http"].HTTPStatus.NOT_FOUND
+    for path in paths.values():
+        _touch(path, "\n_RL_TOUCHED = 2\n")
+    results = kit.reload(*paths)
+    assert {r.status for r in results} == {"reloaded"}
+    fractions, http, json = mods["fractions"], mods["http"], mods["json"]
+    assert half + half == 1 and isinstance(half, fractions.Fraction)
+    assert http.HTTPStatus(404) is status and status.phrase == "Not Found"
+    assert json.loads(json.dumps({"a": [1, 2]})) == {"a": [1, 2]}
+    assert mods["textwrap"].wrap("a b c", 2) == ["a", "b", "c"]
+    parser = mods["argparse"].ArgumentParser()
+    parser.add_argument("--x", type=int)
+    assert parser.parse_args(["--x", "3"]).x == 3
