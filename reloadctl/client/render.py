@@ -240,9 +240,11 @@ class Renderer:
             self.err.write(f"\r\x1b[K[{n}/{self.total}] {_recap(summary)}")
         else:
             if self.kind == "agents" or not outcome.results:
-                what = outcome.status if outcome.error is None else _detail_of(outcome)
+                what = outcome.status
             else:
                 what = ", ".join(f"{r.module} {r.status}" for r in outcome.results)
+            if outcome.error is not None:  # the target did not answer: say why, once
+                what += f" ({_detail_of(outcome)})"
             took = _ms(outcome.duration_ms)
             self.err.write(f"[{n}/{self.total}] {outcome.target.name}: {what} ({took} ms)\n")
         self.err.flush()

@@ -165,7 +165,9 @@ def test_progress_lines_name_target_and_status() -> None:
     _, err = render("ndjson", Outcome(T1, ANSWERED, (OK,), duration_ms=3.0), DOWN)
     lines = err.splitlines()
     assert lines[0] == "[1/2] web1: shop.pricing reloaded (3.0 ms)"
-    assert lines[1].startswith("[2/2] web2: shop.pricing unreachable")
+    assert lines[1] == (
+        "[2/2] web2: shop.pricing unreachable (TargetUnreachable: connection refused) (0.0 ms)"
+    )
     assert "1 reloaded, 1 unreachable" in lines[2]
 
 
