@@ -16,8 +16,10 @@ Rules:
 4. ``poll(job, cursor, wait_s)`` returns the results from ``cursor`` on, waiting at most
    ``min(wait_s, MAX_WAIT_S)`` seconds for something new; ``done`` is set once the job's
    results are final. An unknown or expired job raises ``UnknownJob``.
-5. An engine that raises (a bug) fails every module of the job with the exception's class
-   name; the worker survives everything.
+5. An engine that raises (a bug), whatever it raises (``SystemExit`` and
+   ``KeyboardInterrupt`` from a module body or hook included), fails every module of the job
+   with the exception's class name; the worker survives everything and nothing reaches
+   ``threading.excepthook`` (the host's stderr).
 6. ``patched_modules`` (for ``status``) never waits for a running job: the engine's answer
    needs its reload lock, so while a job runs, the snapshot taken just before the job is
    returned (the modules patched so far; the running job is not in it yet).
@@ -198,7 +200,7 @@ class JobManager:
     def _refresh_patched(self) -> list[PatchedModule]:
         try:
             patched = list(self._engine_loader().patched_modules())
-        except Exception:  # status must answer even with a broken engine
+        except BaseException:  # status must answer even with a broken engine
             log.exception("engine patched_modules() failed")
             return []
         with self._cond:
@@ -260,11 +262,20 @@ class JobManager:
 
     def _work(self) -> None:
         while True:
+            try:
+                if not self._work_one():
+                    return
+            except BaseException:  # rule 5: the worker never dies
+                log.exception("agent job worker error (continuing)")
+
+    def _work_one(self) -> bool:
+        """Run the next job; False when the manager is stopping."""
+        while True:
             with self._cond:
                 while not self._queue and not self._stopping:
                     self._cond.wait()
                 if self._stopping:
-                    return
+                    return False
                 job = self._queue.popleft()
                 self._check_deadline(job, self._clock())
                 if job.done:
@@ -285,7 +296,7 @@ class JobManager:
                         job.id,
                         ", ".join(f"{r.module}={r.status}" for r in results),
                     )
-                    continue
+                    return True
                 self._finish(job, results, self._clock())
             log.info(
                 "job %s from %s done: %s",
@@ -293,6 +304,7 @@ class JobManager:
                 job.peer,
                 ", ".join(f"{r.module}={r.status}" for r in results),
             )
+            return True
 
     def _run(self, job: Job) -> list[ModuleResult]:
         request = job.request

@@ -1,0 +1,333 @@
+"""Faults around a reload: a client killed mid-reload, a hanging module body, exceptions in
+agent threads, a source file replaced while it is read. The reload completes or rolls back,
+never half; the agent keeps serving and holds no extra threads or fds."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "agent"))
+from agentkit import SECRET, short_tmpdir
+
+from reloadctl.agent import Agent, start
+from reloadctl.agent.jobs import JobManager
+from reloadctl.client.connection import execute
+from reloadctl.errors import TargetTimeout
+from reloadctl.proto.messages import (
+    AgentInfo,
+    ModuleResult,
+    PatchedModule,
+    PollRequest,
+    ReloadRequest,
+    StatusRequest,
+)
+from reloadctl.secrets import Secret
+
+ENV_VARS = (
+    "RELOADCTL_SECRET",
+    "RELOADCTL_SECRET_FILE",
+    "RELOADCTL_AGENT_LISTEN",
+    "RELOADCTL_AGENT_ALLOW",
+    "RELOADCTL_AGENT_READ_ONLY",
+    "RELOADCTL_AGENT_DISABLE",
+)
+
+
+@pytest.fixture
+def runtime_dir(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    for var in ENV_VARS:
+        monkeypatch.delenv(var, raising=False)
+    with short_tmpdir() as d:
+        monkeypatch.setenv("XDG_RUNTIME_DIR", str(d))
+        yield d
+
+
+@pytest.fixture
+def agent(runtime_dir: Path) -> Iterator[Agent]:
+    a = start("tcp://127.0.0.1:0", secret=SECRET)
+    try:
+        yield a
+    finally:
+        a.stop()
+
+
+@pytest.fixture
+def module(runtime_dir: Path) -> Iterator[Callable[[str], tuple[ModuleType, Path]]]:
+    """Import a fresh module with the given source; the test may rewrite its file."""
+    made: list[str] = []
+    sys.path.insert(0, str(runtime_dir))
+
+    def make(source: str) -> tuple[ModuleType, Path]:
+        name = f"rc_fault_{uuid.uuid4().hex[:8]}"
+        path = runtime_dir / f"{name}.py"
+        path.write_text(source)
+        made.append(name)
+        return __import__(name), path
+
+    try:
+        yield make
+    finally:
+        sys.path.remove(str(runtime_dir))
+        for name in made:
+            sys.modules.pop(name, None)
+
+
+def call(agent: Agent, request: object, *, timeout: float = 10.0):  # type: ignore[no-untyped-def]
+    return execute(
+        agent.address,
+        request,  # type: ignore[arg-type]
+        secret=Secret(SECRET),
+        connect_timeout=3.0,
+        timeout=timeout,
+    )
+
+
+def _conn_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "reloadctl-conn"]
+
+
+def _wait(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return predicate()
+
+
+CLIENT = textwrap.dedent(
+    """
+    import sys
+    from reloadctl.client.connection import execute
+    from reloadctl.proto.messages import ReloadRequest
+    from reloadctl.secrets import Secret
+    print("go", flush=True)
+    execute(sys.argv[1], ReloadRequest((sys.argv[2],)), secret=Secret(sys.argv[3]),
+            connect_timeout=3, timeout=30)
+    print("finished", flush=True)
+    """
+)
+
+
+@pytest.mark.parametrize("outcome", ["completes", "rolls back"])
+def test_client_killed_mid_reload(
+    agent: Agent,
+    module: Callable[[str], tuple[ModuleType, Path]],
+    runtime_dir: Path,
+    outcome: str,
+) -> None:
+    mod, path = module("VALUE = 1\ndef f():\n    return 1\n")
+    started = runtime_dir / f"started-{uuid.uuid4().hex[:6]}"
+    tail = "VALUE = 2\ndef f():\n    return 2\n"
+    if outcome == "rolls back":
+        tail += "raise RuntimeError('late failure')\n"
+    path.write_text(f"import time\nopen({str(started)!r}, 'w').close()\ntime.sleep(1.0)\n{tail}")
+    f = mod.f
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CLIENT, agent.address, mod.__name__, SECRET.decode()],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert _wait(started.exists), "the reload never started"
+        proc.kill()  # SIGKILL while the module body runs in the agent
+        proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    # the job runs to its end regardless; then status answers with what happened
+    expected = 2 if outcome == "completes" else 1
+    assert _wait(lambda: mod.VALUE == expected and f() == expected, timeout=5)
+    time.sleep(0.3)  # a half applied batch would show now
+    assert mod.VALUE == expected and f() == expected and mod.f is f
+    info = call(agent, StatusRequest())
+    assert isinstance(info, AgentInfo)
+    patched = {p.module for p in info.patched}
+    assert (mod.__name__ in patched) == (outcome == "completes")
+    assert _wait(lambda: not _conn_threads(), timeout=5)
+
+
+def test_hanging_module_body_hits_the_deadline_then_rolls_back_and_frees_the_lock(
+    agent: Agent, module: Callable[[str], tuple[ModuleType, Path]], runtime_dir: Path
+) -> None:
+    mod, path = module("VALUE = 1\n")
+    gate = runtime_dir / f"gate-{uuid.uuid4().hex[:6]}"
+    gate.write_text("")
+    path.write_text(
+        "import os, time\n"
+        f"while os.path.exists({str(gate)!r}):\n"
+        "    time.sleep(0.01)\n"
+        "raise RuntimeError('woke up broken')\n"
+        "VALUE = 2\n"
+    )
+    try:
+        started = time.monotonic()
+        results = call(agent, ReloadRequest((mod.__name__,), deadline_s=1.0), timeout=5)
+        assert time.monotonic() - started < 3
+        assert isinstance(results, tuple) and len(results) == 1
+        (r,) = results
+        assert r.status == "failed" and r.error is not None and r.error.type == "Timeout"
+        assert "still running" in r.error.message
+        # the hung body holds the engine's lock; status must still answer, unchanged module
+        info = call(agent, StatusRequest(), timeout=5)
+        assert isinstance(info, AgentInfo)
+        assert mod.VALUE == 1
+    finally:
+        gate.unlink()  # the body returns (raising): the engine rolls back, frees its lock
+    assert _wait(lambda: mod.VALUE == 1)
+    path.write_text("VALUE = 3\n")
+    results = call(agent, ReloadRequest((mod.__name__,)), timeout=10)
+    assert [x.status for x in results] == ["reloaded"]  # type: ignore[union-attr]
+    assert mod.VALUE == 3
+
+
+def test_client_deadline_shorter_than_a_slow_reload(
+    agent: Agent, module: Callable[[str], tuple[ModuleType, Path]]
+) -> None:
+    mod, path = module("VALUE = 1\n")
+    path.write_text("import time\ntime.sleep(1.5)\nVALUE = 2\n")
+    with pytest.raises(TargetTimeout, match="keeps running"):
+        call(agent, ReloadRequest((mod.__name__,)), timeout=0.5)
+    assert _wait(lambda: mod.VALUE == 2, timeout=5)  # completed, as one transaction
+
+
+@pytest.mark.parametrize("exc", ["SystemExit(3)", "KeyboardInterrupt()", "MemoryError()"])
+def test_module_body_raising_base_exceptions_rolls_back(
+    agent: Agent, module: Callable[[str], tuple[ModuleType, Path]], exc: str
+) -> None:
+    mod, path = module("VALUE = 1\ndef f():\n    return 1\n")
+    f = mod.f
+    path.write_text(f"VALUE = 2\ndef f():\n    return 2\nNEW = 1\nraise {exc}\n")
+    results = call(agent, ReloadRequest((mod.__name__,)))
+    assert [r.status for r in results] == ["failed"]  # type: ignore[union-attr]
+    assert mod.VALUE == 1 and f() == 1 and not hasattr(mod, "NEW")
+    # the agent and its worker survived: the next reload works
+    path.write_text("VALUE = 5\ndef f():\n    return 5\n")
+    results = call(agent, ReloadRequest((mod.__name__,)))
+    assert [r.status for r in results] == ["reloaded"]  # type: ignore[union-attr]
+    assert f() == 5
+
+
+class _BrokenEngine:
+    """An engine whose first calls raise what a buggy engine or a hostile host might."""
+
+    def __init__(self, errors: Sequence[BaseException]) -> None:
+        self.errors = list(errors)
+        self.calls = 0
+
+    def reload_modules(
+        self,
+        names: Sequence[str],
+        *,
+        dry_run: bool = False,
+        dependents: bool = False,
+        allow: Sequence[str] | None = None,
+    ) -> list[ModuleResult]:
+        self.calls += 1
+        if self.errors:
+            raise self.errors.pop(0)
+        return [ModuleResult(n, "unchanged") for n in names]
+
+    def rollback_modules(
+        self, names: Sequence[str], *, allow: Sequence[str] | None = None
+    ) -> list[ModuleResult]:
+        raise RuntimeError("no rollback here")
+
+    def patched_modules(self) -> list[PatchedModule]:
+        if self.errors:
+            raise self.errors.pop(0)
+        return []
+
+
+def test_worker_thread_survives_engine_exceptions() -> None:
+    engine = _BrokenEngine([RuntimeError("bug"), KeyboardInterrupt(), SystemExit(2)])
+    jobs = JobManager(engine_loader=lambda: engine)
+    try:
+        statuses = []
+        for _ in range(4):
+            job = jobs.submit(ReloadRequest(("m",)))
+            events = jobs.poll(job, 0, 5.0)
+            assert events.done
+            statuses.append([(r.status, r.error.type if r.error else None) for r in events.results])
+        # patched_modules ran before each job and took some of the errors itself
+        assert statuses[-1] == [("unchanged", None)]
+        assert any(s[0][0] == "failed" for s in statuses)
+        assert jobs.worker_alive()
+    finally:
+        jobs.stop()
+    assert not jobs.worker_alive()
+
+
+def test_source_replaced_while_reloads_run(
+    agent: Agent, module: Callable[[str], tuple[ModuleType, Path]], runtime_dir: Path
+) -> None:
+    """A deploy replaces the file (atomic rename) again and again while reloads run: every
+    reload applies one whole version, never a mix, and the last one matches the disk."""
+
+    def source(n: int) -> str:
+        return f"A = {n}\nB = {n}\ndef version():\n    return {n}\n" + "# pad\n" * (n % 50)
+
+    mod, path = module(source(0))
+    stop = threading.Event()
+    written = [0]
+
+    def deployer() -> None:
+        n = 0
+        while not stop.is_set():
+            n += 1
+            tmp = runtime_dir / f".{path.name}.{n}.tmp"
+            tmp.write_text(source(n))
+            os.replace(tmp, path)
+            written[0] = n
+            time.sleep(0.002)
+
+    writer = threading.Thread(target=deployer, daemon=True)
+    writer.start()
+    try:
+        for _ in range(30):
+            results = call(agent, ReloadRequest((mod.__name__,)))
+            assert [r.status for r in results] in (["reloaded"], ["unchanged"]), results  # type: ignore[union-attr]
+            assert mod.A == mod.B == mod.version(), (mod.A, mod.B, mod.version())
+    finally:
+        stop.set()
+        writer.join(5)
+    results = call(agent, ReloadRequest((mod.__name__,)))
+    assert mod.A == mod.B == mod.version() == written[0]
+
+
+def test_poll_of_a_job_after_the_client_vanished_is_still_answered(
+    agent: Agent, module: Callable[[str], tuple[ModuleType, Path]]
+) -> None:
+    """Another client can observe a job whose submitter is gone (pull, not callbacks)."""
+    from agentkit import RawClient
+
+    from reloadctl.proto.messages import JobAccepted, JobEvents
+
+    mod, path = module("VALUE = 1\n")
+    path.write_text("import time\ntime.sleep(0.5)\nVALUE = 2\n")
+    submitter = RawClient(agent.address)
+    accepted = submitter.call(ReloadRequest((mod.__name__,)))
+    assert isinstance(accepted, JobAccepted)
+    submitter.close()
+    observer = RawClient(agent.address)
+    try:
+        events = observer.call(PollRequest(accepted.job, 0, 5.0), method="poll")
+        while isinstance(events, JobEvents) and not events.done:
+            events = observer.call(PollRequest(accepted.job, 0, 5.0), method="poll")
+        assert isinstance(events, JobEvents)
+        assert [r.status for r in events.results] == ["reloaded"]
+    finally:
+        observer.close()
+    assert mod.VALUE == 2
