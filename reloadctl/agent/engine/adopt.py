@@ -36,9 +36,16 @@ def adopt(ctx: Context, new: Any, hint: Any = None) -> Any:
     module = getattr(new, "__module__", None)
     old = None
     if module == ctx.module and isinstance(qualname, str):
-        old = ctx.old.get(qualname)
-        if "<" in qualname or old is AMBIGUOUS:
-            old = hint if getattr(hint, "__qualname__", None) == qualname else None
+        if (
+            hint is not None
+            and getattr(hint, "__qualname__", None) == qualname
+            and getattr(hint, "__module__", None) == module
+        ):
+            old = hint  # the object bound at the same place: the best evidence there is
+        else:
+            old = ctx.old.get(qualname)
+            if "<" in qualname or old is AMBIGUOUS:
+                old = None
     if old is not None and id(old) in ctx.claimed:
         old = None  # already stands for another new object (rule 3)
     if old is None or old is new:

@@ -58,7 +58,7 @@ def layout_change(ctx: Context, old: type, new: type, adopt: Adopt) -> str:
     """Why ``new`` cannot be poured into ``old`` (rule 1), or ``""`` when it can."""
     if resolve(ctx, type(new), adopt) is not type(old):
         return "metaclass changed"
-    if resolve_bases(ctx, new, adopt) != old.__bases__:
+    if resolve_bases(ctx, new, adopt, old.__bases__) != old.__bases__:
         return "bases changed"
     if _slots(old) != _slots(new):
         return "__slots__ changed"
@@ -69,16 +69,23 @@ def layout_change(ctx: Context, old: type, new: type, adopt: Adopt) -> str:
     return ""
 
 
-def resolve(ctx: Context, obj: Any, adopt: Adopt) -> Any:
+def resolve(ctx: Context, obj: Any, adopt: Adopt, hint: Any = None) -> Any:
     """The object standing for ``obj``, adopting it first if it is a new definition."""
     if isinstance(obj, type) and getattr(obj, "__module__", None) == ctx.module and ctx.is_new(obj):
-        return adopt(ctx, obj)
+        return adopt(ctx, obj, hint)
     return ctx.resolved(obj)
 
 
-def resolve_bases(ctx: Context, new: type, adopt: Adopt) -> tuple[type, ...]:
-    """``new.__bases__`` with every new class replaced by the class standing for it."""
-    return tuple(resolve(ctx, base, adopt) for base in new.__bases__)
+def resolve_bases(
+    ctx: Context, new: type, adopt: Adopt, old_bases: tuple[type, ...] = ()
+) -> tuple[type, ...]:
+    """``new.__bases__`` with every new class replaced by the class standing for it; the
+    old class's base at the same position is the preferred match (a base made on the fly,
+    like ``class Pair(namedtuple('Pair', ...))``, has no name of its own to match by)."""
+    hints = list(old_bases) + [None] * max(0, len(new.__bases__) - len(old_bases))
+    return tuple(
+        resolve(ctx, base, adopt, hint) for base, hint in zip(new.__bases__, hints, strict=False)
+    )
 
 
 def _slots(cls: type) -> tuple[str, ...] | None:
@@ -151,6 +158,12 @@ def copy_members(ctx: Context, old: type, new: type, adopt: Adopt, *, skip: froz
         chosen = _adopt_member(ctx, current, value, adopt)
         if chosen is current:
             continue
+        if _shadowed_by_metaclass(old, key):
+            ctx.warn(
+                f"{ctx.label(prefix)}.{key} was not updated: setting it on the class would "
+                f"change the class itself ({type(old).__name__}.{key})"
+            )
+            continue
         repoint_member(ctx, chosen)
         if type(chosen) in (dict, list):
             ctx.containers.append(chosen)
@@ -170,12 +183,33 @@ def copy_members(ctx: Context, old: type, new: type, adopt: Adopt, *, skip: froz
             continue
         if known is not None and key not in known and _set_at_run_time(key, value):
             continue
+        if _shadowed_by_metaclass(old, key):
+            continue
         if isinstance(value, (MemberDescriptorType, GetSetDescriptorType)) and (
             getattr(value, "__objclass__", None) is old
         ):
             continue
         type.__delattr__(old, key)
         ctx.act("removed", f"{prefix}.{key}")
+
+
+#: Class-dict keys the type machinery stores in the class dict when they are set.
+_DICT_BACKED: Final = frozenset(
+    {"__doc__", "__module__", "__abstractmethods__", "__annotations__", "__type_params__"}
+)
+
+
+def _shadowed_by_metaclass(cls: type, key: str) -> bool:
+    """True when ``setattr(cls, key, ...)`` would hit a data descriptor of the metaclass
+    (``__class__``, ``__bases__``, ``__name__``...) instead of the class dict entry."""
+    if key in _DICT_BACKED:
+        return False
+    mro: tuple[type, ...] = getattr(type(cls), "__mro__", (type,))
+    for klass in mro:
+        attr = klass.__dict__.get(key, _MISSING)
+        if attr is not _MISSING:
+            return hasattr(type(attr), "__set__")
+    return False
 
 
 def _set_name(ctx: Context, value: Any, owner: type, key: str) -> None:
@@ -250,6 +284,7 @@ def fix_instance(ctx: Context, value: Any) -> None:
     if issubclass(cls, enum.Enum):
         return
     try:
-        value.__class__ = chosen
-    except TypeError:
-        return
+        # object's own setter: classes like email.policy.EmailPolicy forbid setattr
+        object.__setattr__(value, "__class__", chosen)
+    except Exception:  # it stays an instance of the new class, which works too
+        log.debug("could not give %r the kept class", type(value), exc_info=True)

@@ -53,6 +53,8 @@ class Context:
         self.containers: list[Any] = []
         #: class qualname -> names the old class body bound, when the old code is known.
         self.old_members: dict[str, frozenset[str]] | None = None
+        #: ids of functions whose cells were already re-pointed (see ``repoint_cells``).
+        self.repointed: set[int] = set()
         #: functions patched or added: their defaults may hold new objects.
         self.functions: list[FunctionType] = []
         #: objects the new body created that may be instances of a class that was kept.

@@ -22,13 +22,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from types import FunctionType
-from typing import Any
+from typing import Any, Final
 
 from reloadctl.agent.engine.context import Context
 from reloadctl.agent.engine.source import function_codes
 from reloadctl.agent.engine.undo import FUNCTION_ATTRS, replace_contents
 
 Adopt = Callable[..., Any]
+
+#: Bound on functions visited through closures in one reload (cells can form big graphs).
+_MAX_REPOINT: Final = 100_000
 
 
 def same(a: Any, b: Any) -> bool:
@@ -128,6 +131,8 @@ def _adopt_cells(ctx: Context, old: FunctionType, new: FunctionType) -> None:
             pass
         ctx.undo.cell(old_cell)
         old_cell.cell_contents = value
+        if isinstance(value, FunctionType):
+            repoint_cells(ctx, value)
 
 
 def adopt_wrapper(ctx: Context, old: Any, new: Any, adopt: Adopt) -> Any:
@@ -164,16 +169,27 @@ def adopt_wrapper(ctx: Context, old: Any, new: Any, adopt: Adopt) -> Any:
 
 
 def repoint_cells(ctx: Context, fn: FunctionType) -> None:
-    """Rule 3: point ``fn``'s cells that hold a matched new object at the object kept."""
-    for cell in fn.__closure__ or ():
-        try:
-            held = cell.cell_contents
-        except ValueError:
+    """Rule 3: point ``fn``'s cells that hold a matched new object at the object kept, and
+    do the same inside new functions its cells hold (a decorator's closure keeps the raw
+    method, whose ``__class__`` cell must name the live class for ``super()``)."""
+    todo = [fn]
+    while todo:
+        current = todo.pop()
+        if id(current) in ctx.repointed or len(ctx.repointed) > _MAX_REPOINT:
             continue
-        chosen = ctx.memo.get(id(held))
-        if chosen is not None and chosen is not held:
-            ctx.undo.cell(cell)
-            cell.cell_contents = chosen
+        ctx.repointed.add(id(current))
+        ctx.keep.append(current)
+        for cell in current.__closure__ or ():
+            try:
+                held = cell.cell_contents
+            except ValueError:
+                continue
+            chosen = ctx.memo.get(id(held))
+            if chosen is not None and chosen is not held:
+                ctx.undo.cell(cell)
+                cell.cell_contents = chosen
+            elif isinstance(held, FunctionType) and ctx.is_new(held):
+                todo.append(held)
 
 
 def repoint_member(ctx: Context, member: Any) -> None:

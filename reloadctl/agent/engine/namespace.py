@@ -77,13 +77,14 @@ def old_definitions(
             found[qualname] = AMBIGUOUS  # two old objects, one qualname: match by binding
         if isinstance(obj, type):
             for member in list(vars(obj).values()):
-                inner = (
-                    getattr(member, "__func__", None)
-                    if isinstance(member, (classmethod, staticmethod))
-                    else member
-                )
-                if inner is not None and is_definition(inner, module):
-                    todo.append(inner)
+                inners: list[Any]
+                if isinstance(member, (classmethod, staticmethod)):
+                    inners = [member.__func__]
+                elif isinstance(member, property):
+                    inners = [member.fget, member.fset, member.fdel]
+                else:
+                    inners = [member]
+                todo.extend(i for i in inners if i is not None and is_definition(i, module))
     if ids is not None:
         ids.update(seen)
     return found

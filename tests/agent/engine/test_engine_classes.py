@@ -513,3 +513,55 @@ def test_enum_members_bound_elsewhere_in_the_module_are_the_live_members(kit: Ki
     kit.write("m", src.format(extra="    BLUE = 2\n"))
     kit.ok("m")
     assert m.DEFAULT is red and m.TABLE["r"] is red and m.pick() is red and m.Car.color is red
+
+
+def test_class_defining_its_own_dunder_class_property(kit: Kit) -> None:
+    src = "class Proxy:\n    @property\n    def __class__(self):\n        return {cls}\n    def v(self):\n        return {n}\n"
+    kit.write("m", src.format(cls="int", n=1))
+    m = kit.load("m")
+    p = m.Proxy()
+    kit.write("m", src.format(cls="str", n=2))
+    r = kit.ok("m")
+    assert (p.__class__, p.v(), type(p) is m.Proxy) == (str, 2, True)
+    assert not r.warnings
+
+
+def test_super_inside_method_wrapped_by_foreign_closure_decorator(kit: Kit) -> None:
+    kit.write(
+        "deco",
+        "def cached(method):\n    def wrapper(self, *a):\n        return method(self, *a)\n    return wrapper\n",
+    )
+    src = (
+        "from __P__deco import cached\nclass Name(str):\n    @cached\n    def lower(self):\n"
+        "        return super().lower() + '{s}'\n"
+    )
+    kit.write("m", src.format(s="1"))
+    m = kit.load("m")
+    n = m.Name("AB")
+    kit.write("m", src.format(s="2"))
+    kit.ok("m")
+    assert n.lower() == "ab2" and m.Name("CD").lower() == "cd2"
+
+
+def test_base_made_on_the_fly_keeps_the_class(kit: Kit) -> None:
+    src = "from collections import namedtuple\nclass Pair(namedtuple('Pair', 'a b')):\n    def total(self):\n        return (self.a + self.b) * {k}\n"
+    kit.write("m", src.format(k=1))
+    m = kit.load("m")
+    Pair, p = m.Pair, m.Pair(1, 2)
+    kit.write("m", src.format(k=10))
+    r = kit.ok("m")
+    assert (m.Pair is Pair, p.total(), m.Pair(1, 1).total()) == (True, 30, 20)
+    assert not r.warnings
+
+
+def test_module_level_instance_of_class_forbidding_setattr(kit: Kit) -> None:
+    src = (
+        "class Policy:\n    def __setattr__(self, name, value):\n        raise AttributeError('read-only')\n"
+        "    def limit(self):\n        return {n}\nDEFAULT = Policy()\n"
+    )
+    kit.write("m", src.format(n=1))
+    m = kit.load("m")
+    Policy = m.Policy
+    kit.write("m", src.format(n=2))
+    kit.ok("m")
+    assert type(m.DEFAULT) is Policy and m.DEFAULT.limit() == 2

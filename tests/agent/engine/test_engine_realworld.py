@@ -1,4 +1,6 @@
 """Real code, not toy modules: copies of stdlib modules and packages (enums, dataclasses,
+
+# ruff: noqa: E501 - long assertion messages read best on one line
 decorators, properties, caches, relative imports) reloaded in place and still working."""
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from pathlib import Path
 import pytest
 from conftest import Kit
 
+from reloadctl.agent.engine import reload_modules
+
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
 CASES = ["textwrap", "fractions", "argparse", "ipaddress", "http", "json", "calendar", "typing"]
 
@@ -19,7 +23,9 @@ CASES = ["textwrap", "fractions", "argparse", "ipaddress", "http", "json", "cale
 def _copy(kit: Kit, name: str) -> Path:
     if (STDLIB / name).is_dir():
         target = kit.root / kit.name(name)
-        shutil.copytree(STDLIB / name, target, ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(
+            STDLIB / name, target, ignore=shutil.ignore_patterns("__pycache__", "test", "tests")
+        )
         return target / "__init__.py"
     target = kit.root / (kit.name(name) + ".py")
     shutil.copy(STDLIB / (name + ".py"), target)
@@ -67,3 +73,28 @@ def test_reloaded_stdlib_copies_still_work(kit: Kit) -> None:
     parser = mods["argparse"].ArgumentParser()
     parser.add_argument("--x", type=int)
     assert parser.parse_args(["--x", "3"]).x == 3
+
+
+@pytest.mark.parametrize("package", ["email", "json", "concurrent", "unittest"])
+def test_whole_stdlib_package_upgrade_as_one_batch(kit: Kit, package: str) -> None:
+    import pkgutil
+    import sys
+
+    main = _copy(kit, package)
+    importlib.invalidate_caches()
+    root = kit.load(package)
+    for info in pkgutil.walk_packages(root.__path__, root.__name__ + "."):
+        if not info.name.endswith("__main__"):
+            importlib.import_module(info.name)
+    names = sorted(
+        k for k in sys.modules if k == root.__name__ or k.startswith(root.__name__ + ".")
+    )
+    assert len(names) > 2
+    for name in names:
+        _touch(Path(sys.modules[name].__file__ or main), "\n_RL_TOUCHED = 3\n")
+    results = reload_modules(list(reversed(names)))
+    assert {r.status for r in results} == {"reloaded"}, [
+        r for r in results if r.status != "reloaded"
+    ][:2]
+    assert not [w for r in results for w in r.warnings]
+    assert {r.status for r in reload_modules(names)} == {"unchanged"}
