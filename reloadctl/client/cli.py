@@ -148,6 +148,35 @@ SecretFile = Annotated[
         show_default=False,
     ),
 ]
+TlsCa = Annotated[
+    Path | None,
+    typer.Option(
+        "--tls-ca",
+        metavar="FILE",
+        help="CA (PEM) that signed the agents' certificates, for tls:// targets. "
+        "Default: $RELOADCTL_TLS_CA, else the system CAs.",
+        show_default=False,
+    ),
+]
+TlsCert = Annotated[
+    Path | None,
+    typer.Option(
+        "--tls-cert",
+        metavar="FILE",
+        help="Client certificate (PEM) for tls:// agents that require one. "
+        "Default: $RELOADCTL_TLS_CERT.",
+        show_default=False,
+    ),
+]
+TlsKey = Annotated[
+    Path | None,
+    typer.Option(
+        "--tls-key",
+        metavar="FILE",
+        help="Key (PEM) of --tls-cert. Default: $RELOADCTL_TLS_KEY.",
+        show_default=False,
+    ),
+]
 InventoryOpt = Annotated[
     Path | None,
     typer.Option(
@@ -582,6 +611,9 @@ def _root(
         bool | None,
         typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
     ] = None,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
 ) -> None:
     """Reload Python modules inside running processes, one process or a whole fleet.
 
@@ -602,6 +634,14 @@ def _root(
       1  all failed, or a local error        4  a target rejected our credentials
       2  usage error, empty selection        5  rollout aborted; 130 interrupted
     """
+    # connection.execute reads these for tls:// targets (file paths, never secrets)
+    for var, path in (
+        ("RELOADCTL_TLS_CA", tls_ca),
+        ("RELOADCTL_TLS_CERT", tls_cert),
+        ("RELOADCTL_TLS_KEY", tls_key),
+    ):
+        if path is not None:
+            os.environ[var] = str(path.expanduser().resolve())
     ctx.obj = s
 
 

@@ -254,3 +254,27 @@ def test_stop_closes_an_idle_tls_connection(agents: Callable[..., Agent], pki: P
             assert not t.is_alive()
     finally:
         tls.close()
+
+
+def test_cli_tls_options(agents: Callable[..., Agent], pki: Pki) -> None:
+    import subprocess
+    import sys
+
+    agent = _mtls(agents, pki)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RELOADCTL_")}
+    if not Path(sys.executable).with_name("reloadctl").exists():
+        pytest.skip("reloadctl console script not installed")
+    cli = [str(Path(sys.executable).with_name("reloadctl"))]
+    base = ["--tls-ca", pki.ca, "status", "-H", agent.address, "-o", "ndjson"]
+    ok = subprocess.run(
+        [*cli, "--tls-cert", pki.client_cert, "--tls-key", pki.client_key, *base],
+        capture_output=True,
+        env=env,
+        timeout=30,
+        check=False,
+    )
+    assert ok.returncode == 0, ok.stderr.decode()
+    assert str(os.getpid()) in ok.stdout.decode()
+    refused = subprocess.run([*cli, *base], capture_output=True, env=env, timeout=30, check=False)
+    assert refused.returncode == 4, (refused.stdout, refused.stderr)
+    assert b"auth_failed" in refused.stdout
