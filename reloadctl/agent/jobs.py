@@ -136,8 +136,10 @@ class JobManager:
 
     # -- public ----------------------------------------------------------------------------
 
-    def submit(self, request: ReloadRequest | RollbackRequest, peer: str = "?") -> str:
-        """Queue ``request``; return the job id.
+    def submit(
+        self, request: ReloadRequest | RollbackRequest, peer: str = "?", request_id: str = ""
+    ) -> str:
+        """Queue ``request``; return the job id (``peer`` and ``request_id`` go in the logs).
 
         Raises:
             JobsBusy: rule 2.
@@ -152,7 +154,7 @@ class JobManager:
             job = Job(
                 id=secrets.token_hex(8),
                 request=request,
-                peer=peer,
+                peer=f"{peer} request {request_id}" if request_id else peer,
                 accepted_at=now,
                 deadline=now + request.deadline_s,
             )

@@ -245,7 +245,7 @@ class AgentService(Service):  # type: ignore[misc]
                 "forbidden", f"vetoed by the host's audit hook ({type(exc).__name__}: {exc})"
             )
         try:
-            job = self._state.jobs.submit(request, peer=self._peer)
+            job = self._state.jobs.submit(request, peer=self._peer, request_id=request_id)
         except JobsBusy as exc:
             log.warning("request %s from %s: %s refused: %s", request_id, self._peer, what, exc)
             return ErrorReply("busy", str(exc))
