@@ -16,6 +16,7 @@ Prints a table, then one JSON line.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import statistics
@@ -45,10 +46,8 @@ def cpu_ns(pid: int) -> int:
     """On-CPU nanoseconds of every thread of ``pid`` so far."""
     total = 0
     for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):  # thread ended
             total += int((task / "schedstat").read_text().split()[0])
-        except (FileNotFoundError, ProcessLookupError):  # a thread that just ended
-            pass
     return total
 
 
