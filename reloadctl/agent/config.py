@@ -9,6 +9,10 @@ Environment variables (all optional):
 - ``RELOADCTL_AGENT_DISABLE``: ``1`` is the kill switch: ``start()`` returns a disabled
   agent that listens nowhere.
 - ``RELOADCTL_AGENT_MAX_CONNECTIONS``: concurrent connections (default 16).
+- ``RELOADCTL_AGENT_INHERIT``: ``1`` gives the program's worker processes (forked children,
+  multiprocessing children) their own agents; see ``agent.lifecycle`` rule 8.
+- ``RELOADCTL_AGENT_PROGRAM``: set by inheritance for spawned children: the ``prog`` of
+  their socket names while their own ``sys.argv`` says only ``-c``.
 - ``RELOADCTL_SECRET_FILE`` / ``RELOADCTL_SECRET``: see ``reloadctl.secrets``.
 - ``RELOADCTL_TLS_CERT`` / ``RELOADCTL_TLS_KEY``: the agent's certificate chain and key
   (PEM files) for ``tls://``; ``RELOADCTL_TLS_CA``: the CA that signs client certificates
@@ -24,28 +28,34 @@ Nothing here evaluates a variable: values are parsed as fixed formats only.
 from __future__ import annotations
 
 import os
-import stat
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Final
 
 from reloadctl.errors import ConfigError, SecretError
 from reloadctl.proto.address import (
     Address,
-    default_socket_dir,
+    default_socket_dir_path,
     parse_address,
     program_name,
     socket_name,
 )
-from reloadctl.secrets import Secret, load_secret
+
+# typing is never imported at run time (annotations are strings): the host pays for it
+# only if it uses it.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Final
+
+    from reloadctl.secrets import Secret
 
 LISTEN_ENV: Final = "RELOADCTL_AGENT_LISTEN"
 ALLOW_ENV: Final = "RELOADCTL_AGENT_ALLOW"
 READ_ONLY_ENV: Final = "RELOADCTL_AGENT_READ_ONLY"
 DISABLE_ENV: Final = "RELOADCTL_AGENT_DISABLE"
 MAX_CONNECTIONS_ENV: Final = "RELOADCTL_AGENT_MAX_CONNECTIONS"
+INHERIT_ENV: Final = "RELOADCTL_AGENT_INHERIT"
+PROGRAM_ENV: Final = "RELOADCTL_AGENT_PROGRAM"
 TLS_CERT_ENV: Final = "RELOADCTL_TLS_CERT"
 TLS_KEY_ENV: Final = "RELOADCTL_TLS_KEY"
 TLS_CA_ENV: Final = "RELOADCTL_TLS_CA"
@@ -110,6 +120,12 @@ def current_program() -> str:
     if isinstance(name, str) and name and not name.startswith("reloadctl."):
         return program_name(name.removesuffix(".__main__"))
     argv0 = sys.argv[0] if sys.argv and sys.argv[0] else "python"
+    if argv0 == "-c":
+        # A spawned multiprocessing child (``python -c 'from multiprocessing...'``): the
+        # program it works for, as inheritance exported it.
+        return program_name(os.environ.get(PROGRAM_ENV, "") or "python")
+    if os.path.basename(argv0) == "__main__.py":  # ``python -m pkg`` seen from a child
+        return program_name(os.path.basename(os.path.dirname(os.path.abspath(argv0))))
     return program_name(argv0)
 
 
@@ -117,7 +133,8 @@ def default_listen_address(
     environ: Mapping[str, str] | None = None, *, pid: int | None = None
 ) -> Address:
     """``unix://<socket dir>/<prog>-<pid>.sock`` for this process."""
-    path = default_socket_dir(environ) / socket_name(current_program(), pid or os.getpid())
+    directory = default_socket_dir_path(environ)
+    path = os.path.join(directory, socket_name(current_program(), pid or os.getpid()))
     return parse_address(f"unix://{path}")
 
 
@@ -145,6 +162,13 @@ def allow_patterns(
     if not patterns:
         raise ConfigError("the allow list is empty: give at least one module pattern")
     return patterns
+
+
+def inherit_mode(inherit: bool | None, environ: Mapping[str, str] | None = None) -> bool:
+    """Argument, then ``RELOADCTL_AGENT_INHERIT``, then False."""
+    if inherit is not None:
+        return bool(inherit)
+    return env_flag(INHERIT_ENV, environ)
 
 
 def read_only_mode(read_only: bool | None, environ: Mapping[str, str] | None = None) -> bool:
@@ -187,6 +211,12 @@ def agent_secret(
     environ: Mapping[str, str] | None = None,
 ) -> Secret | None:
     """Argument, then secret file, then ``RELOADCTL_SECRET_FILE``, then ``RELOADCTL_SECRET``."""
+    from reloadctl.secrets import load_secret  # pathlib: only when a secret is looked up
+
+    if secret is None and secret_file is None:
+        env = _env(environ)
+        if "RELOADCTL_SECRET_FILE" not in env and "RELOADCTL_SECRET" not in env:
+            return None  # what load_secret answers, without importing it
     return load_secret(secret, secret_file=secret_file, environ=_env(environ))
 
 
@@ -242,20 +272,23 @@ def build_config(
     )
 
 
-def ensure_private_dir(path: Path) -> None:
+def ensure_private_dir(path: str | os.PathLike[str]) -> None:
     """Create ``path`` as a 0700 directory, or check that an existing one is private.
 
     Raises:
         ConfigError: it exists but is a symlink, not a directory, owned by another user, or
             accessible by group/others.
     """
+    import stat
+
+    path = os.fspath(path)
     try:
-        path.mkdir(mode=0o700, parents=False)
+        os.mkdir(path, 0o700)
     except FileExistsError:
         pass
     except FileNotFoundError:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        path.mkdir(mode=0o700, exist_ok=True)
+        os.makedirs(os.path.dirname(path), 0o700, exist_ok=True)
+        os.makedirs(path, 0o700, exist_ok=True)
     st = os.lstat(path)
     if not stat.S_ISDIR(st.st_mode):
         raise ConfigError(f"socket directory {path} is not a directory (or is a symlink)")

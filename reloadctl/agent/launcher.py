@@ -11,6 +11,15 @@ Rules:
    or a normal return (status 0) work as with plain ``python``.
 4. A usage error or an agent that cannot start prints one line to stderr and exits 2
    (usage) or 1 (agent); this is a command-line tool, so printing is allowed here only.
+5. The program's worker processes get their own agents (inheritance, ``agent.lifecycle``
+   rule 8: forked children, multiprocessing children) unless ``--no-inherit``.
+6. A known pre-fork server (``auto.prefork_server``: gunicorn, uvicorn/hypercorn with
+   workers, celery's prefork worker) gets no agent in its master, only in its workers
+   (``start_in_children``), unless ``--master`` asks for one there too; ``--listen`` then
+   needs ``--master`` (it names one process; each worker listens on its own socket).
+7. A program known to run the application in a re-executed interpreter, which no hook
+   reaches (``UNHOOKABLE``: Django's and Flask's reloaders), gets a one-line note on
+   stderr saying how to embed the agent by hand; the program runs anyway.
 """
 
 from __future__ import annotations
@@ -19,14 +28,45 @@ import argparse
 import os
 import runpy
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Final, NoReturn
 
 from reloadctl.errors import ReloadctlError
 
 USAGE: Final = (
     "python -m reloadctl.agent [--listen ADDR] [--secret-file FILE] [--allow PATTERN]... "
-    "[--read-only] (-m module | script.py) [args...]"
+    "[--read-only] [--no-inherit] [--master] (-m module | script.py) [args...]"
+)
+
+
+def _django_reloader(prog: str, args: Sequence[str]) -> bool:
+    return prog == "manage" and "runserver" in args and "--noreload" not in args
+
+
+def _flask_reloader(prog: str, args: Sequence[str]) -> bool:
+    reloads = "--reload" in args or "--debug" in args
+    return prog == "flask" and "run" in args and reloads and "--no-reload" not in args
+
+
+#: (test on the program name and its args, note): rule 7.
+UNHOOKABLE: Final[tuple[tuple[Callable[[str, Sequence[str]], bool], str], ...]] = (
+    (
+        _django_reloader,
+        "Django's autoreloader serves from a re-executed interpreter, which gets no agent: "
+        "add --noreload (reloadctl reloads in place), or call reloadctl.agent.start() in "
+        "your AppConfig.ready()",
+    ),
+    (
+        _flask_reloader,
+        "Flask's reloader serves from a re-executed interpreter, which gets no agent: add "
+        "--no-reload (reloadctl reloads in place), or call reloadctl.agent.start() in "
+        "create_app()",
+    ),
+)
+CELERY_NOTE: Final = (
+    "celery: agents start in the prefork pool processes as they fork (not tested here); "
+    "if `reloadctl ps` lists none, connect reloadctl.agent.start to the "
+    "celery.signals.worker_process_init signal instead"
 )
 
 
@@ -49,6 +89,16 @@ def _parser() -> _Parser:
         "--allow", metavar="PATTERN", action="append", help="reloadable modules (repeatable)"
     )
     parser.add_argument("--read-only", action="store_true", default=None, help="refuse reloads")
+    parser.add_argument(
+        "--no-inherit",
+        action="store_true",
+        help="no agents in the program's worker processes (forked, multiprocessing)",
+    )
+    parser.add_argument(
+        "--master",
+        action="store_true",
+        help="also start an agent in a pre-fork server's master (gunicorn, uvicorn --workers)",
+    )
     parser.add_argument("-m", dest="module", metavar="module", help="run a module as a script")
     return parser
 
@@ -78,6 +128,16 @@ def _split(argv: Sequence[str]) -> tuple[list[str], list[str]]:
     return ours, []
 
 
+def _note(name: str, args: Sequence[str], server: str | None) -> None:
+    """Rule 7 (and celery, whose pool we cannot test here): one line on stderr."""
+    prog = os.path.basename(name).removesuffix(".py").split(".")[0]
+    notes = [note for test, note in UNHOOKABLE if test(prog, list(args))]
+    if server == "celery":
+        notes.append(CELERY_NOTE)
+    for note in notes:
+        sys.stderr.write(f"reloadctl.agent: note: {note}\n")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` (default ``sys.argv[1:]``), start the agent, run the program."""
     args_in = list(sys.argv[1:] if argv is None else argv)
@@ -91,17 +151,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     if opts.module is None and not os.path.isfile(program[0]):
         parser.error(f"cannot open file {program[0]!r}")
 
-    from reloadctl.agent.lifecycle import start
+    from reloadctl.agent.auto import prefork_server
+
+    name = opts.module if opts.module is not None else program[0]
+    args = program if opts.module is not None else program[1:]
+    server = prefork_server(name, args)
+    workers_only = server is not None and not opts.master
+    if workers_only and opts.no_inherit:
+        parser.error(f"--no-inherit: neither {server}'s master nor its workers would get an agent")
+    if workers_only and opts.listen is not None:
+        parser.error(
+            f"--listen names one process, and each {server} worker listens on its own socket; "
+            "add --master for an agent at ADDR in the master"
+        )
+    _note(name, args, server)
+
+    from reloadctl.agent.lifecycle import start, start_in_children
 
     # The socket name comes from sys.argv[0] at start(): make it the program's (rule 2).
     sys.argv = [opts.module, *program] if opts.module is not None else list(program)
     try:
-        start(
-            opts.listen,
-            secret_file=opts.secret_file,
-            allow=opts.allow,
-            read_only=opts.read_only,
-        )
+        if workers_only:
+            start_in_children(
+                secret_file=opts.secret_file, allow=opts.allow, read_only=opts.read_only
+            )
+        else:
+            start(
+                opts.listen,
+                secret_file=opts.secret_file,
+                allow=opts.allow,
+                read_only=opts.read_only,
+                inherit=not opts.no_inherit,
+            )
     except ReloadctlError as exc:
         sys.stderr.write(f"reloadctl.agent: error: {exc}\n")
         return 1

@@ -1,11 +1,12 @@
-"""Starting and stopping the one agent of this process: idempotent start, stop at exit, fork.
+"""Starting and stopping the one agent of this process: start, stop at exit, fork, children.
 
 Rules:
 1. ``start()`` resolves its settings (``agent.config``) and starts at most one agent per
    process. Called while an agent runs, it returns that ``Agent`` when every setting given
    explicitly (arguments, and ``RELOADCTL_AGENT_LISTEN`` for the address) matches it, so a
    plain ``start()`` in code run under the launcher gets the launcher's agent; a setting
-   that differs raises ``AgentAlreadyRunning`` naming the running agent's address.
+   that differs raises ``AgentAlreadyRunning`` naming the running agent's address. A
+   ``loop`` may be attached to a running agent that has none.
 2. The kill switch ``RELOADCTL_AGENT_DISABLE=1`` makes ``start()`` return a disabled
    ``Agent`` (``enabled`` False, ``address`` ""), so host code never breaks because of it.
 3. The default listen address is a unix socket in the private (0700, ours) directory of
@@ -14,12 +15,38 @@ Rules:
    one is an error. The socket file is chmod 0600 and unlinked by ``stop()`` if it is
    still the one we bound.
 4. TCP needs a secret (refused at once otherwise); a non-loopback bind logs a warning.
-5. All agent threads are daemon threads; ``stop()`` runs at exit and waits for them only a
+5. Cheap for the host: ``start()`` validates every setting and binds the unix socket on the
+   caller's thread (errors raise at once, ``address`` is final, clients may connect at
+   once), then returns; rpyc, the server and the engine are imported on the agent thread
+   (``reloadctl-agent``), and the engine only when a job or ``status`` needs it. TCP and
+   TLS agents are built on the caller's thread (their errors, e.g. a bad certificate,
+   raise from ``start()``).
+6. All agent threads are daemon threads; ``stop()`` runs at exit and waits for them only a
    bounded time, so it never delays the host's shutdown by more than about a second.
-6. In a forked child the parent's agent is not running: the child closes its copies of the
-   inherited sockets (never shutting them down: they are shared with the parent, which
-   keeps serving) and forgets the agent; ``start()`` in the child starts a new one.
-7. rpyc is imported only inside ``start()``.
+7. Fork: no lock of ours is reused in a child (fresh ones are made there), and a fork
+   waits (at most ``FORK_WAIT_S``) for a running reload, so no child starts from a
+   half-swapped module. In the child the parent's agent is not running: the child closes
+   its copies of the inherited sockets (never shutting them down: the parent keeps
+   serving) and forgets the agent.
+8. Inheritance (off unless asked: ``start(inherit=True)``, ``RELOADCTL_AGENT_INHERIT=1``,
+   ``start_in_children()``, or the launcher): the program's worker processes get their own
+   agent, each on its default unix socket ``<prog>-<its pid>.sock`` (an explicit address,
+   TCP port or socket path, belongs to the one process it was given to), with the same
+   secret, allow list and read-only mode. Worker processes are forked children (os.fork,
+   gunicorn, multiprocessing fork) and multiprocessing children started by spawn or
+   forkserver (uvicorn ``--workers``); other interpreters the program starts get none.
+   Forked children are handled by the at-fork hook; spawned ones by the environment (see
+   ``reloadctl.agent.auto``) that inheritance exports: ``RELOADCTL_AGENT_INHERIT=1``, the
+   program name, allow and read-only, and the bootstrap directory on ``PYTHONPATH``.
+   ``RELOADCTL_AGENT_LISTEN`` is consumed (removed from ``os.environ``) by the process
+   whose agent it started, so no child reuses it.
+9. ``start_in_children()`` is for pre-fork masters: no agent (no thread) in this process,
+   inheritance for its children; on Python 3.12+ a thread in a process that forks makes
+   every fork warn that it "may lead to deadlocks".
+10. ``start(loop=asyncio_loop)``: every engine call of a job runs on that event loop
+    (``call_soon_threadsafe``), so no coroutine ever sees a half-swapped module. If the
+    loop does not start the call within ``LOOP_START_TIMEOUT_S`` (blocked or stopped) the
+    job fails with nothing changed; once started, the call (one transaction) is waited for.
 """
 
 from __future__ import annotations
@@ -29,24 +56,29 @@ import contextlib
 import logging
 import os
 import socket
-import stat
+import sys
 import threading
 import time
-from collections.abc import Sequence
-from dataclasses import replace
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 
 from reloadctl.agent import config as settings
 from reloadctl.errors import AgentAlreadyRunning, AgentError, ConfigError
-from reloadctl.proto.address import default_socket_dir, format_address, is_loopback_host
-from reloadctl.secrets import Secret
+from reloadctl.proto.address import default_socket_dir_path, format_address, is_loopback_host
 
+# typing is never imported at run time (annotations are strings): the host pays for it
+# only if it uses it.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import asyncio
+    from typing import Any, Final, TypeVar
+
     from reloadctl.agent.config import AgentConfig
     from reloadctl.agent.jobs import JobManager
     from reloadctl.agent.server import AgentServer
     from reloadctl.proto.address import Address
+    from reloadctl.proto.messages import ModuleResult, PatchedModule
+    from reloadctl.secrets import Secret
 
 log = logging.getLogger(__name__)
 # A library must not make the host's logging print: without this, records of WARNING and
@@ -55,6 +87,114 @@ log = logging.getLogger(__name__)
 logging.getLogger("reloadctl").addHandler(logging.NullHandler())
 
 _STOP_JOIN_S: Final = 1.0
+#: How long a fork waits for a running reload to end before it goes on regardless.
+FORK_WAIT_S: Final = 5.0
+#: How long an event loop has to start running an engine call (rule 10).
+LOOP_START_TIMEOUT_S: Final = 10.0
+#: The directory whose ``sitecustomize.py`` activates agents in spawned children (rule 8).
+BOOTSTRAP_DIR: Final = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bootstrap")
+
+if TYPE_CHECKING:
+    _T = TypeVar("_T")
+
+
+# -- the engine, as the job worker sees it --------------------------------------------------
+
+
+class EngineGate:
+    """The engine for the job worker: imported on first use, optionally run on a loop.
+
+    ``patched_modules()`` answers ``[]`` without importing the engine when it was never
+    loaded (nothing can have been patched), so ``status`` stays cheap.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self.loop = loop
+
+    def reload_modules(
+        self,
+        names: Sequence[str],
+        *,
+        dry_run: bool = False,
+        dependents: bool = False,
+        allow: Sequence[str] | None = None,
+    ) -> list[ModuleResult]:
+        """The engine's ``reload_modules``, on the loop when one is set."""
+        from reloadctl.agent import engine
+
+        return self._call(
+            lambda: engine.reload_modules(
+                names, dry_run=dry_run, dependents=dependents, allow=allow
+            )
+        )
+
+    def rollback_modules(
+        self, names: Sequence[str], *, allow: Sequence[str] | None = None
+    ) -> list[ModuleResult]:
+        """The engine's ``rollback_modules``, on the loop when one is set."""
+        from reloadctl.agent import engine
+
+        return self._call(lambda: engine.rollback_modules(names, allow=allow))
+
+    def patched_modules(self) -> list[PatchedModule]:
+        """The engine's ``patched_modules`` (read-only: never sent to the loop)."""
+        if "reloadctl.agent.engine" not in sys.modules:
+            return []
+        from reloadctl.agent import engine
+
+        return engine.patched_modules()
+
+    def _call(self, fn: Callable[[], _T]) -> _T:
+        loop = self.loop
+        if loop is None:
+            return fn()
+        return run_on_loop(loop, fn, LOOP_START_TIMEOUT_S)
+
+
+def run_on_loop(loop: asyncio.AbstractEventLoop, fn: Callable[[], _T], start_timeout: float) -> _T:
+    """Run ``fn()`` on ``loop``'s thread and return its result (or raise its exception).
+
+    Raises:
+        AgentError: the loop is closed, or did not start ``fn`` within ``start_timeout``
+            seconds (``fn`` then never runs).
+    """
+    lock = threading.Lock()
+    done = threading.Event()
+    phase = ["queued"]  # -> "running" (by the loop) or "abandoned" (by us)
+    outcome: list[Any] = []
+
+    def run() -> None:
+        with lock:
+            if phase[0] == "abandoned":
+                return
+            phase[0] = "running"
+        try:
+            outcome.append((True, fn()))
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
+            outcome.append((False, exc))
+        finally:
+            done.set()
+
+    try:
+        loop.call_soon_threadsafe(run)
+    except RuntimeError as exc:  # closed loop
+        raise AgentError(f"the event loop cannot run the reload: {exc}") from None
+    if not done.wait(start_timeout):
+        with lock:
+            if phase[0] == "queued":
+                phase[0] = "abandoned"
+                raise AgentError(
+                    f"the event loop did not run the reload within {start_timeout:g} s "
+                    "(blocked or not running); nothing was changed"
+                )
+        done.wait()  # started: one transaction that completes or rolls back; wait for it
+    ok, value = outcome[0]
+    if not ok:
+        raise value
+    return value  # type: ignore[no-any-return]
+
+
+# -- the agent handle -----------------------------------------------------------------------
 
 
 class Agent:
@@ -63,6 +203,7 @@ class Agent:
     Attributes:
         address: where it listens, in a form the CLI accepts (``""`` when disabled).
         enabled: False for the disabled agent of the kill switch.
+        inherit: whether this process's worker processes get their own agents (rule 8).
     """
 
     def __init__(
@@ -70,21 +211,25 @@ class Agent:
         address: str,
         *,
         config: AgentConfig | None = None,
-        server: AgentServer | None = None,
-        jobs: JobManager | None = None,
-        thread: threading.Thread | None = None,
+        listener: socket.socket | None = None,
+        engine: EngineGate | None = None,
+        inherit: bool = False,
         socket_inode: tuple[int, int] | None = None,
     ) -> None:
         self.address = address
         self.config = config
-        self.enabled = server is not None
-        self._server = server
-        self._jobs = jobs
-        self._thread = thread
+        self.enabled = listener is not None
+        self.inherit = inherit
+        self._listener = listener
+        self._engine = engine if engine is not None else EngineGate()
+        self._server: AgentServer | None = None
+        self._jobs: JobManager | None = None
+        self._thread: threading.Thread | None = None
         self._socket_inode = socket_inode
         self._pid = os.getpid()
-        self._stopped = server is None
-        self._stop_lock = threading.Lock()
+        self._stopped = listener is None
+        self._serving = threading.Event()
+        self._state_lock = threading.Lock()
 
     def __repr__(self) -> str:
         state = "running" if self.running else ("disabled" if not self.enabled else "stopped")
@@ -95,31 +240,43 @@ class Agent:
         """True while this process's agent serves (False after stop, and in a forked child)."""
         return not self._stopped and self._pid == os.getpid()
 
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The event loop engine calls run on (rule 10), if any."""
+        return self._engine.loop
+
+    def wait_serving(self, timeout: float | None = None) -> bool:
+        """Wait until the agent thread accepts connections (they queue until then)."""
+        return self._serving.wait(timeout)
+
     def stop(self) -> None:
         """Stop listening, close connections, unlink our socket; idempotent, bounded in time."""
-        with self._stop_lock:
+        with self._state_lock:
             if self._stopped:
                 return
             self._stopped = True
+            server = self._server
         if self._pid != os.getpid():
             self._forget_in_child()
             return
-        server = self._server
-        assert server is not None
         try:
-            server.close()
+            if server is not None:
+                server.close()
+            elif self._listener is not None:
+                self._listener.close()  # the thread sees _stopped and builds no server
         except Exception:  # stopping must not raise into the host
             log.exception("error closing the agent's listener")
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(_STOP_JOIN_S)
         if self._jobs is not None:
             self._jobs.stop(timeout=_STOP_JOIN_S)
-        # One budget for all connection threads: they were woken by close() and end fast;
-        # a thread stuck in a long poll is a daemon and does not hold up the host.
-        join_until = time.monotonic() + _STOP_JOIN_S
-        for thread in server.connection_threads():
-            if thread is not threading.current_thread():
-                thread.join(max(0.0, join_until - time.monotonic()))
+        if server is not None:
+            # One budget for all connection threads: they were woken by close() and end fast;
+            # a thread stuck in a long poll is a daemon and does not hold up the host.
+            join_until = time.monotonic() + _STOP_JOIN_S
+            for thread in server.connection_threads():
+                if thread is not threading.current_thread():
+                    thread.join(max(0.0, join_until - time.monotonic()))
         self._unlink_socket()
         _forget(self)
         log.info("reloadctl agent at %s stopped", self.address)
@@ -139,17 +296,28 @@ class Agent:
                 log.warning("could not remove the agent socket %s: %s", path, exc)
 
     def _forget_in_child(self) -> None:
-        # Rule 6: close() only; shutdown() would stop the parent's sockets too.
+        # Rule 7: close() only; shutdown() would stop the parent's sockets too.
         server = self._server
-        if server is None:
-            return
-        for sock in [server.listener, *list(server.clients)]:
+        socks = [] if self._listener is None else [self._listener]
+        if server is not None:
+            socks += [server.listener, *list(server.clients)]
+        for sock in socks:
             with contextlib.suppress(OSError):
                 sock.close()
 
 
+@dataclass(frozen=True, slots=True)
+class Inheritance:
+    """What a worker process's own agent is started with (rule 8)."""
+
+    secret: Secret | None
+    allow: tuple[str, ...] | None
+    read_only: bool
+
+
 _lock = threading.Lock()
 _agent: Agent | None = None
+_inherit: Inheritance | None = None
 
 
 def _forget(agent: Agent) -> None:
@@ -164,6 +332,11 @@ def current_agent() -> Agent | None:
     return agent if agent is not None and agent.running else None
 
 
+def inheritance() -> Inheritance | None:
+    """The settings this process's children start their agents with, if inheritance is on."""
+    return _inherit
+
+
 def start(
     listen: str | None = None,
     *,
@@ -174,6 +347,8 @@ def start(
     tls_cert: str | os.PathLike[str] | None = None,
     tls_key: str | os.PathLike[str] | None = None,
     tls_ca: str | os.PathLike[str] | None = None,
+    inherit: bool | None = None,
+    loop: asyncio.AbstractEventLoop | None = None,
 ) -> Agent:
     """Start this process's agent (or return the running one) and return its handle.
 
@@ -188,6 +363,9 @@ def start(
             ``RELOADCTL_TLS_CERT``, ``RELOADCTL_TLS_KEY``).
         tls_ca: PEM CA bundle; when set, clients must present a certificate it signed
             (default: ``RELOADCTL_TLS_CA``). Mutual TLS may replace the secret.
+        inherit: worker processes (forked, multiprocessing) get their own agents (rule 8;
+            default: ``RELOADCTL_AGENT_INHERIT``).
+        loop: an asyncio event loop to run every reload and rollback on (rule 10).
 
     Raises:
         ConfigError: bad address or settings, TCP without a secret, unsafe socket directory.
@@ -203,19 +381,27 @@ def start(
         if running is not None:
             assert running.config is not None
             differ = _differences(
-                running.config,
+                running,
                 listen=listen,
                 secret=secret,
                 secret_file=secret_file,
                 allow=allow,
                 read_only=read_only,
+                inherit=inherit,
+                loop=loop,
             )
-            if not differ:
-                return running
-            raise AgentAlreadyRunning(
-                f"a reloadctl agent already runs in this process at {running.address} with "
-                f"a different {', '.join(differ)}; stop() it first"
-            )
+            if differ:
+                raise AgentAlreadyRunning(
+                    f"a reloadctl agent already runs in this process at {running.address} "
+                    f"with a different {', '.join(differ)}; stop() it first"
+                )
+            if loop is not None:
+                running._engine.loop = loop
+            return running
+        from_env = listen is None and bool(os.environ.get(settings.LISTEN_ENV, "").strip())
+        if from_env:
+            # Rule 8: the variable was meant for this process; no child may reuse it.
+            listen = os.environ.pop(settings.LISTEN_ENV).strip()
         cfg = settings.build_config(
             listen,
             secret=secret,
@@ -226,20 +412,55 @@ def start(
             tls_key=tls_key,
             tls_ca=tls_ca,
         )
-        _agent = _launch(cfg)
+        wants_children = settings.inherit_mode(inherit)
+        _agent = _launch(cfg, EngineGate(loop), inherit=wants_children)
+        if wants_children:
+            _enable_inheritance(Inheritance(cfg.secret, cfg.allow, cfg.read_only))
         return _agent
 
 
+def start_in_children(
+    *,
+    secret: Secret | bytes | str | None = None,
+    secret_file: str | os.PathLike[str] | None = None,
+    allow: Sequence[str] | str | None = None,
+    read_only: bool | None = None,
+) -> None:
+    """Give every worker process of this one its own agent, and this process none (rule 9).
+
+    For a pre-fork master (gunicorn's arbiter, a forkserver): its workers, forked or
+    spawned, each start an agent on their default unix socket with these settings.
+
+    Raises:
+        ConfigError: bad settings (checked now, as ``start()`` would).
+    """
+    if settings.disabled():
+        log.info("reloadctl agent disabled by %s", settings.DISABLE_ENV)
+        return
+    with _lock:
+        os.environ.pop(settings.LISTEN_ENV, None)  # rule 8: never an address for children
+        cfg = settings.build_config(
+            None, secret=secret, secret_file=secret_file, allow=allow, read_only=read_only
+        )
+        _enable_inheritance(Inheritance(cfg.secret, cfg.allow, cfg.read_only))
+        _register_process_hooks()
+    log.info("reloadctl: no agent in this process (pid %d); its workers get one", os.getpid())
+
+
 def _differences(
-    have: AgentConfig,
+    running: Agent,
     *,
     listen: str | None,
     secret: Secret | bytes | str | None,
     secret_file: str | os.PathLike[str] | None,
     allow: Sequence[str] | str | None,
     read_only: bool | None,
+    inherit: bool | None,
+    loop: asyncio.AbstractEventLoop | None,
 ) -> list[str]:
-    """Names of the settings given explicitly (not None) that differ from ``have``."""
+    """Names of the settings given explicitly (not None) that differ from ``running``."""
+    have = running.config
+    assert have is not None
     differ: list[str] = []
     explicit = listen is not None or os.environ.get(settings.LISTEN_ENV, "").strip()
     if explicit and not _same_listen(settings.listen_address(listen), have.listen):
@@ -252,6 +473,10 @@ def _differences(
         differ.append("allow")
     if read_only is not None and settings.read_only_mode(read_only) != have.read_only:
         differ.append("read_only")
+    if inherit is not None and bool(inherit) != running.inherit:
+        differ.append("inherit")
+    if loop is not None and running.loop is not None and loop is not running.loop:
+        differ.append("loop")
     return differ
 
 
@@ -263,10 +488,12 @@ def _same_listen(wanted: Address, running: Address) -> bool:
 
 
 def _prepare_unix_path(path: str, *, default_dir: bool) -> None:
-    parent = Path(path).parent
+    import stat
+
+    parent = os.path.dirname(path)
     if default_dir:
         settings.ensure_private_dir(parent)
-    elif not parent.is_dir():
+    elif not os.path.isdir(parent):
         raise ConfigError(f"directory {parent} of the agent socket does not exist")
     try:
         st = os.lstat(path)
@@ -291,70 +518,167 @@ def _prepare_unix_path(path: str, *, default_dir: bool) -> None:
     raise AgentError(f"another agent is already listening at {path}")
 
 
-def _launch(cfg: AgentConfig) -> Agent:
-    from reloadctl.agent.jobs import JobManager
-    from reloadctl.agent.server import create_server
-    from reloadctl.agent.service import AgentService, AgentState
+def _bind_unix(path: str) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+        # The directory is 0700 and ours, so nobody could connect in between; 0600 anyway.
+        os.chmod(path, 0o600)
+        sock.listen(socket.SOMAXCONN)
+    except OSError as exc:
+        sock.close()
+        with contextlib.suppress(OSError):
+            if os.path.exists(path):
+                os.unlink(path)
+        raise AgentError(f"cannot listen on unix://{path}: {exc.strerror}") from None
+    return sock
 
+
+def _launch(cfg: AgentConfig, engine: EngineGate, *, inherit: bool) -> Agent:
     address = cfg.listen
     if address.scheme == "unix":
-        default_dir = Path(address.path).parent == default_socket_dir()
+        default_dir = os.path.dirname(address.path) == default_socket_dir_path()
         _prepare_unix_path(address.path, default_dir=default_dir)
-    elif not is_loopback_host(address.host) and address.scheme == "tls":
-        log.warning(
-            "reloadctl agent listening on %s, which is not loopback: anyone who can reach it "
-            "and authenticates can run code in this process",
+        listener = _bind_unix(address.path)
+        st = os.lstat(address.path)
+        agent = Agent(
             format_address(address),
+            config=cfg,
+            listener=listener,
+            engine=engine,
+            inherit=inherit,
+            socket_inode=(st.st_dev, st.st_ino),
         )
-    elif not is_loopback_host(address.host):
-        log.warning(
-            "reloadctl agent listening on %s, which is not loopback: anyone who can reach it "
-            "and knows the secret can run code in this process; the session is not encrypted",
-            format_address(address),
-        )
-    jobs = JobManager(allow=cfg.allow)
-    state: dict[str, Any] = {}
+    else:
+        if not is_loopback_host(address.host):
+            log.warning(
+                "reloadctl agent listening on %s, which is not loopback: anyone who can reach "
+                "it and %s can run code in this process%s",
+                format_address(address),
+                "authenticates" if address.scheme == "tls" else "knows the secret",
+                "" if address.scheme == "tls" else "; the session is not encrypted",
+            )
+        agent = _launch_network(cfg, engine, inherit=inherit)
+    thread = threading.Thread(target=_serve, args=(agent,), name="reloadctl-agent", daemon=True)
+    agent._thread = thread
+    thread.start()
+    _register_process_hooks()
+    log.info("reloadctl agent listening at %s (pid %d)", agent.address, os.getpid())
+    return agent
 
-    def service_factory() -> AgentService:
-        return AgentService(state["state"])
 
+def _launch_network(cfg: AgentConfig, engine: EngineGate, *, inherit: bool) -> Agent:
+    """Build a TCP/TLS agent's server on this thread (rule 5: its errors raise here)."""
+    from reloadctl.agent.server import create_server
+
+    address = cfg.listen
+    holder: list[Agent] = []
     try:
-        server = create_server(cfg, service_factory)
-    except OSError as exc:
-        raise AgentError(f"cannot listen on {format_address(address)}: {exc.strerror}") from None
+        server = create_server(cfg, lambda: _service(holder[0]))
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise AgentError(f"cannot listen on {format_address(address)}: {reason}") from None
     try:
         server._listen()
     except OSError as exc:
         server.close()
         raise AgentError(f"cannot listen on {format_address(address)}: {exc.strerror}") from None
-    if address.scheme == "unix":
-        st = os.lstat(address.path)
-        inode: tuple[int, int] | None = (st.st_dev, st.st_ino)
-        text = format_address(address)
-    else:
-        inode = None
-        real = replace(address, port=int(server.port))
-        text = format_address(real)
-        cfg = replace(cfg, listen=real) if address.port == 0 else cfg
-    state["state"] = AgentState(config=cfg, jobs=jobs, address=text)
-    thread = threading.Thread(
-        target=_serve_forever, args=(server,), name="reloadctl-agent", daemon=True
+    real = replace(address, port=int(server.port))
+    if address.port == 0:
+        cfg = replace(cfg, listen=real)
+    agent = Agent(
+        format_address(real), config=cfg, listener=server.listener, engine=engine, inherit=inherit
     )
-    agent = Agent(text, config=cfg, server=server, jobs=jobs, thread=thread, socket_inode=inode)
-    thread.start()
-    _register_process_hooks()
-    log.info("reloadctl agent listening at %s (pid %d)", text, os.getpid())
+    holder.append(agent)
+    agent._jobs = _jobs_for(agent)
+    agent._server = server
     return agent
 
 
-def _serve_forever(server: AgentServer) -> None:
+def _jobs_for(agent: Agent) -> JobManager:
+    from reloadctl.agent.jobs import JobManager
+
+    assert agent.config is not None
+    engine = agent._engine
+    return JobManager(allow=agent.config.allow, engine_loader=lambda: engine)
+
+
+def _service(agent: Agent) -> Any:
+    from reloadctl.agent.service import AgentService, AgentState
+
+    state = getattr(agent, "_service_state", None)
+    if state is None:
+        assert agent.config is not None and agent._jobs is not None
+        state = AgentState(config=agent.config, jobs=agent._jobs, address=agent.address)
+        agent._service_state = state  # type: ignore[attr-defined]
+    return AgentService(state)
+
+
+def _serve(agent: Agent) -> None:
+    """The agent thread: build the server around the bound listener (rule 5), then serve."""
     try:
+        server = agent._server
+        if server is None:
+            from reloadctl.agent.server import create_server
+
+            assert agent.config is not None
+            agent._jobs = _jobs_for(agent)
+            built = create_server(agent.config, lambda: _service(agent), listener=agent._listener)
+            with agent._state_lock:
+                if agent._stopped:
+                    return
+                agent._server = server = built
+        agent._serving.set()
         server.start()
-    except BaseException:  # the accept thread never prints to stderr
-        log.exception("reloadctl agent listener stopped")
+    except BaseException:  # the agent thread never prints to stderr
+        if not agent._stopped:
+            log.exception("reloadctl agent thread stopped")
+            agent.stop()
+    finally:
+        agent._serving.set()  # nobody waits for a thread that is gone
+
+
+# -- inheritance and process hooks -----------------------------------------------------------
+
+
+def _enable_inheritance(inh: Inheritance) -> None:
+    """Rule 8: remember ``inh`` for forked children; export it for spawned ones."""
+    global _inherit
+    _inherit = inh
+    env = os.environ
+    env[settings.INHERIT_ENV] = "1"
+    env[settings.PROGRAM_ENV] = settings.current_program()
+    if inh.allow is not None:
+        env[settings.ALLOW_ENV] = ",".join(inh.allow)
+    if inh.read_only:
+        env[settings.READ_ONLY_ENV] = "1"
+    paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if BOOTSTRAP_DIR not in paths:
+        env["PYTHONPATH"] = os.pathsep.join([BOOTSTRAP_DIR, *paths])
+
+
+def start_inherited() -> Agent | None:
+    """Start this worker process's agent from the parent's inheritance (rule 8); never raises.
+
+    Returns:
+        The agent, or None when inheritance is off, disabled, or the agent cannot start
+        (logged).
+    """
+    inh = _inherit
+    if inh is None:
+        return None
+    try:
+        address = format_address(settings.default_listen_address())
+        return start(
+            address, secret=inh.secret, allow=inh.allow, read_only=inh.read_only, inherit=True
+        )
+    except Exception as exc:  # noqa: BLE001 - a worker must never fail because of its agent
+        log.error("reloadctl agent not started in worker pid %d: %s", os.getpid(), exc)
+        return None
 
 
 _hooks_registered = False
+_fork_held: list[Any] = []
 
 
 def _register_process_hooks() -> None:
@@ -364,7 +688,11 @@ def _register_process_hooks() -> None:
     _hooks_registered = True
     atexit.register(_stop_at_exit)
     if hasattr(os, "register_at_fork"):
-        os.register_at_fork(after_in_child=_after_fork_in_child)
+        os.register_at_fork(
+            before=_before_fork,
+            after_in_parent=_after_fork_in_parent,
+            after_in_child=_after_fork_in_child,
+        )
 
 
 def _stop_at_exit() -> None:
@@ -376,19 +704,65 @@ def _stop_at_exit() -> None:
             log.exception("error stopping the agent at exit")
 
 
+def _before_fork() -> None:
+    # Rule 7: never fork while our thread imports rpyc (the child would keep half-imported
+    # modules), nor in the middle of a reload (it would keep half-swapped ones); the
+    # engine's lock exists only once the engine was loaded.
+    agent = _agent
+    if agent is not None and agent.running and not agent._serving.is_set():
+        thread = agent._thread
+        if thread is not None and thread is not threading.current_thread():
+            agent._serving.wait(FORK_WAIT_S)
+    history = sys.modules.get("reloadctl.agent.engine.history")
+    lock = getattr(history, "LOCK", None)
+    if lock is None:
+        return
+    try:
+        if lock.acquire(timeout=FORK_WAIT_S):
+            _fork_held.append(lock)
+        else:
+            log.warning("fork while a reload runs for over %g s: not waiting longer", FORK_WAIT_S)
+    except Exception:  # a fork must never fail because of us
+        log.debug("could not take the reload lock before fork", exc_info=True)
+
+
+def _release_fork_locks() -> None:
+    while _fork_held:
+        with contextlib.suppress(RuntimeError):
+            _fork_held.pop().release()
+
+
+def _after_fork_in_parent() -> None:
+    _release_fork_locks()
+
+
 def _after_fork_in_child() -> None:
     global _agent, _lock
-    # The lock may have been held by a parent thread at fork time: never reuse it.
+    _release_fork_locks()
+    # A parent thread may have held our lock at fork time: never reuse it.
     _lock = threading.Lock()
     agent = _agent
     _agent = None
     if agent is not None:
         # Not agent.stop(): its lock may have been held by a parent thread at fork time.
         agent._stopped = True
+        agent._state_lock = threading.Lock()
         try:
             agent._forget_in_child()
         except Exception:  # a fork must never fail because of us
             log.debug("closing inherited agent sockets failed", exc_info=True)
+    if _inherit is not None:
+        start_inherited()
 
 
-__all__ = ["Agent", "current_agent", "start"]
+__all__ = [
+    "Agent",
+    "EngineGate",
+    "Inheritance",
+    "current_agent",
+    "inheritance",
+    "run_on_loop",
+    "start",
+    "start_in_children",
+    "start_inherited",
+]

@@ -291,6 +291,7 @@ class AgentServer(ThreadedServer):  # type: ignore[misc]
         self,
         config: AgentConfig,
         service_factory: Callable[[], Any],
+        listener: socket.socket | None = None,
         **kwargs: Any,
     ) -> None:
         self.agent_config = config
@@ -305,6 +306,9 @@ class AgentServer(ThreadedServer):  # type: ignore[misc]
         if config.listen.scheme == "tls":
             assert config.tls_cert is not None and config.tls_key is not None
             self._tls = server_tls_context(config.tls_cert, config.tls_key, config.tls_ca)
+        if listener is not None:
+            self._adopt(service_factory, listener)
+            return
         super().__init__(
             service_factory,
             authenticator=self._authenticate,
@@ -313,6 +317,25 @@ class AgentServer(ThreadedServer):  # type: ignore[misc]
             listener_timeout=None,
             **kwargs,
         )
+
+    def _adopt(self, service_factory: Callable[[], Any], listener: socket.socket) -> None:
+        # rpyc 6.0's Server.__init__ always binds a socket of its own. The lifecycle binds
+        # in start() (errors raise at once, the address is known) and builds this server
+        # later on the agent thread, so rpyc's attributes are set around that listener.
+        self.active: Any = False
+        self._closed: Any = False
+        self.service: Any = service_factory
+        self.authenticator: Any = self._authenticate
+        self.backlog = socket.SOMAXCONN
+        self.auto_register = False
+        self.registrar = None
+        self.protocol_config = hardened_protocol_config()
+        self.clients: set[Any] = set()
+        self.listener = listener
+        name: Any = listener.getsockname()
+        self.host: Any = "" if listener.family == socket.AF_UNIX else name[0]
+        self.port: Any = name if listener.family == socket.AF_UNIX else name[1]
+        self.logger = rpyc_log
 
     # -- accepting ---------------------------------------------------------------------
 
@@ -540,13 +563,22 @@ def _certificate_subject(sock: socket.socket) -> str:
     return "client certificate"
 
 
-def create_server(config: AgentConfig, service_factory: Callable[[], Any]) -> AgentServer:
+def create_server(
+    config: AgentConfig,
+    service_factory: Callable[[], Any],
+    listener: socket.socket | None = None,
+) -> AgentServer:
     """Bind the listener for ``config.listen`` (the caller prepared a unix socket's dir).
+
+    ``listener``: a socket the caller already bound (and chmod'ed) for ``config.listen``;
+    the server serves it instead of binding its own.
 
     Raises:
         OSError: the address cannot be bound.
     """
     address = config.listen
+    if listener is not None:
+        return AgentServer(config, service_factory, listener=listener)
     if address.scheme == "unix":
         server = AgentServer(config, service_factory, socket_path=address.path)
         try:

@@ -14,16 +14,22 @@ Rules:
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Final
 
 from reloadctl.errors import AddressError
+
+# typing is never imported at run time (annotations are strings): the host pays for it
+# only if it uses it.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pathlib import Path
+    from typing import Final
+
+# ipaddress, tempfile (with shutil, bz2, lzma) and pathlib are imported where they are used:
+# this module is loaded into every process that embeds the agent.
 
 DEFAULT_PORT: Final = 7878
 SCHEMES: Final = ("unix", "tcp", "tls")
@@ -83,6 +89,8 @@ def _parse_hostport(text: str, original: str, listen: bool) -> tuple[str, int]:
         if end < 0:
             raise AddressError(f"unclosed '[' in address {original!r}")
         host, rest = text[1:end], text[end + 1 :]
+        import ipaddress
+
         try:
             ipaddress.IPv6Address(host)
         except ValueError:
@@ -151,6 +159,8 @@ def is_loopback_host(host: str) -> bool:
     """True when ``host`` is ``localhost`` or a loopback IP literal (no DNS lookup)."""
     if host.lower() in ("localhost", "localhost.localdomain"):
         return True
+    import ipaddress
+
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
@@ -159,11 +169,23 @@ def is_loopback_host(host: str) -> bool:
 
 def default_socket_dir(environ: Mapping[str, str] | None = None, *, uid: int | None = None) -> Path:
     """Return the directory for this user's agent sockets (rule 4); nothing is created."""
+    from pathlib import Path
+
+    return Path(default_socket_dir_path(environ, uid=uid))
+
+
+def default_socket_dir_path(
+    environ: Mapping[str, str] | None = None, *, uid: int | None = None
+) -> str:
+    """``default_socket_dir`` as a ``str`` (without importing pathlib)."""
     env = os.environ if environ is None else environ
     runtime = env.get("XDG_RUNTIME_DIR", "")
     if runtime and os.path.isabs(runtime):
-        return Path(runtime) / "reloadctl"
-    return Path(tempfile.gettempdir()) / f"reloadctl-{os.getuid() if uid is None else uid}"
+        return os.path.join(os.path.normpath(runtime), "reloadctl")
+    import tempfile
+
+    name = f"reloadctl-{os.getuid() if uid is None else uid}"
+    return os.path.join(tempfile.gettempdir(), name)
 
 
 def program_name(raw: str) -> str:

@@ -379,19 +379,14 @@ def test_gunicorn_workers_boot_even_when_their_agent_cannot_start(server: Server
     assert len(server.workers()) == WORKERS
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="agent runtime: a forked child forgets the parent's agent but does not start its "
-    "own (lifecycle._after_fork_in_child); workers of a launcher-started master get no agent",
-)
 def test_gunicorn_under_the_launcher_gives_every_worker_its_own_agent(server: Server) -> None:
-    # Zero code: the agent starts in the master (like `python -m cProfile`) and every forked
-    # worker must get its own agent, named by its own pid. The master never imports the app
-    # (no --preload), so it reports `not_loaded`, which is fine while the workers have it.
+    # Zero code: the launcher sees a pre-fork server, starts no agent (no thread) in the
+    # master and gives every forked worker its own agent, named by the worker's own pid.
     server.start(
         [sys.executable, "-m", "reloadctl.agent", "-m", "gunicorn", *_gunicorn_args(server)]
     )
-    assert_live_reload_of_every_worker(server, master_has_agent=True)
+    # (the agent sockets are exactly the workers': none for the master)
+    assert_live_reload_of_every_worker(server)
 
 
 # -- uvicorn ------------------------------------------------------------------------------
@@ -416,6 +411,53 @@ def test_uvicorn_workers_start_their_agent_in_lifespan(server: Server) -> None:
         ]
     )
     assert_live_reload_of_every_worker(server)
+
+
+PLAIN_ASGI = """\
+import os
+
+import pricing
+
+
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            await send({"type": message["type"] + ".complete"})
+            if message["type"] == "lifespan.shutdown":
+                return
+    body = f"pid {os.getpid()} | {pricing.describe()}\\n".encode()
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": body})
+"""
+
+
+def test_uvicorn_workers_under_the_launcher_each_get_an_agent(server: Server) -> None:
+    # uvicorn --workers spawns fresh interpreters: no at-fork hook runs there; the agent
+    # comes from the inherited environment (bootstrap sitecustomize). The app has no
+    # agent code at all, and the master gets no agent.
+    (server.shop / "plain_asgi.py").write_text(PLAIN_ASGI)
+    server.start(
+        [
+            sys.executable,
+            "-m",
+            "reloadctl.agent",
+            "-m",
+            "uvicorn",
+            "--workers",
+            str(WORKERS),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(server.port),
+            "--app-dir",
+            str(server.shop),
+            "--no-access-log",
+            "plain_asgi:app",
+        ]
+    )
+    assert_live_reload_of_every_worker(server)
+    assert all(p.name.startswith("uvicorn-") for p in server.sockets.iterdir())
 
 
 # -- multiprocessing ----------------------------------------------------------------------
