@@ -24,6 +24,34 @@ def is_definition(obj: Any, module: str) -> bool:
         return False
 
 
+def defined_in(obj: Any, module: str, filename: str | None) -> bool:
+    """``is_definition``, or an old object whose ``__module__`` was rewritten after import
+    (packages re-export classes as ``pkg.Class``): its code lives in ``filename``, or its
+    ``__module__`` names a parent package of ``module``. (Only a new object of the same
+    qualname made by the new body is ever matched with it, so a name merely imported from
+    the parent is never touched.)"""
+    if is_definition(obj, module):
+        return True
+    if not isinstance(obj, (FunctionType, type)):
+        return False
+    owner = getattr(obj, "__module__", None)
+    if isinstance(owner, str) and module.startswith(owner + "."):
+        return True
+    if filename is None:
+        return False
+    try:
+        if isinstance(obj, FunctionType):
+            return obj.__code__.co_filename == filename
+        for member in vars(obj).values():
+            fn = member.__func__ if isinstance(member, (classmethod, staticmethod)) else member
+            fn = fn.fget if isinstance(fn, property) else fn
+            if isinstance(fn, FunctionType) and fn.__code__.co_filename == filename:
+                return True
+        return False
+    except Exception:  # noqa: BLE001 - a hostile class dict: not ours
+        return False
+
+
 def hasattr_safe(obj: Any, name: str) -> bool:
     """``hasattr`` that also treats any exception raised by a lookup as "absent"."""
     try:

@@ -102,12 +102,19 @@ def _membership_change(old: type, new: type) -> str:
     removed = [name for name in old_map if name not in new_map]
     if removed:
         return f"members removed ({', '.join(removed)})"
-    changed = [name for name in old_map if not same(old_map[name]._value_, new_map[name]._value_)]
+    changed = [
+        name for name in old_map if not _same_value(old_map[name]._value_, new_map[name]._value_)
+    ]
     if changed:
         return f"member values changed ({', '.join(changed)})"
     if issubclass(old, enum.Flag) and len(new_map) != len(old_map):
         return "Flag members added (bit masks are fixed at class creation)"
     return ""
+
+
+def _same_value(old: Any, new: Any) -> bool:
+    """Equal values; bare ``object()`` sentinels (a fresh one per run) count as equal."""
+    return same(old, new) or (type(old) is object and type(new) is object)
 
 
 def _record_tables(ctx: Context, cls: type) -> None:

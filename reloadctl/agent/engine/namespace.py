@@ -22,7 +22,7 @@ from typing import Any, Final
 from reloadctl.agent.engine.adopt import adopt
 from reloadctl.agent.engine.classes import fix_instance
 from reloadctl.agent.engine.closures import patch_live_closures
-from reloadctl.agent.engine.context import AMBIGUOUS, Context, is_definition
+from reloadctl.agent.engine.context import AMBIGUOUS, Context, defined_in, is_definition
 from reloadctl.agent.engine.resolve import Target
 from reloadctl.agent.engine.source import class_stores
 from reloadctl.agent.engine.undo import UndoLog
@@ -62,10 +62,17 @@ class Applied:
 def old_definitions(
     module: str, snapshot: dict[str, Any], ids: set[int] | None = None
 ) -> dict[str, Any]:
+    filename = snapshot.get("__file__")
+    return _old_definitions(module, snapshot, ids, filename if isinstance(filename, str) else None)
+
+
+def _old_definitions(
+    module: str, snapshot: dict[str, Any], ids: set[int] | None, filename: str | None
+) -> dict[str, Any]:
     """Index the old version's functions and classes (and class members) by qualname
     (``AMBIGUOUS`` where several share one); add the id of each to ``ids``."""
     found: dict[str, Any] = {}
-    todo = [value for value in snapshot.values() if is_definition(value, module)]
+    todo = [value for value in snapshot.values() if defined_in(value, module, filename)]
     seen: set[int] = set()
     while todo:
         obj = todo.pop(0)
@@ -84,7 +91,7 @@ def old_definitions(
                     inners = [member.fget, member.fset, member.fdel]
                 else:
                     inners = [member]
-                todo.extend(i for i in inners if i is not None and is_definition(i, module))
+                todo.extend(i for i in inners if i is not None and defined_in(i, module, filename))
     if ids is not None:
         ids.update(seen)
     return found
@@ -188,12 +195,15 @@ def _set_spec(module: ModuleType, target: Target) -> None:
 
 
 def _defined(target: Target, snapshot: dict[str, Any], ns: dict[str, Any]) -> frozenset[str]:
-    """The names this execution of the body bound (static stores, plus whatever appeared or
-    changed during the run when the body can bind names statically invisible)."""
+    """The names this execution of the body bound: static stores, plus whatever appeared or
+    changed during the run, plus (for a body that binds names dynamically) every name."""
     names = set(target.code.stores)
-    names.update(key for key in ns if key not in snapshot)
-    if target.code.star_import:
-        names.update(key for key, value in ns.items() if snapshot.get(key, _MISSING) is not value)
+    # anything that appeared or changed during the run was bound by it, however it was
+    names.update(key for key, value in ns.items() if snapshot.get(key, _MISSING) is not value)
+    if target.code.dynamic:
+        # ``exec("execute = exec")`` may bind the very object the old run bound: in a body
+        # that binds names dynamically, an unchanged name may be its own, so none is pruned
+        names.update(ns)
     return frozenset(names & ns.keys())
 
 

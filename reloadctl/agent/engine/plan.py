@@ -75,6 +75,8 @@ def plan_actions(target: Target, previously_defined: frozenset[str] | None) -> t
         kind = "patched" if fn.__code__.co_freevars == code.co_freevars else "replaced"
         actions.append(Action(kind, f"{name}.{qualname}"))
     old_names = previously_defined if previously_defined is not None else frozenset(ns)
+    if target.code.dynamic:
+        old_names = frozenset()  # see namespace._defined: such a body prunes nothing unchanged
     for key in sorted(old_names - stores - SPECIAL):
         value = ns.get(key)
         if isinstance(value, ModuleType) and sys.modules.get(f"{name}.{key}") is value:

@@ -34,6 +34,8 @@ class ModuleCode:
     stores: frozenset[str]
     star_import: bool
     imports: frozenset[str]
+    #: The body may bind names the bytecode does not show (``exec``, ``globals()``, ...).
+    dynamic: bool = False
 
 
 def digest_text(text: str) -> str:
@@ -70,6 +72,10 @@ _OP_IMPORT_STAR: Final = dis.opmap.get("IMPORT_STAR", -1)  # before 3.12
 _OP_INTRINSIC_1: Final = dis.opmap.get("CALL_INTRINSIC_1", -1)  # 3.12+
 _INTRINSIC_IMPORT_STAR: Final = 2
 _CO_OPTIMIZED: Final = 0x1  # set on function code, not on module or class bodies
+#: Names through which module-level code can bind globals the bytecode does not show.
+_DYNAMIC_NAMES: Final = frozenset(
+    {"exec", "eval", "globals", "locals", "vars", "setattr", "__dict__"}
+)
 _OP_EXTENDED_ARG: Final = dis.opmap["EXTENDED_ARG"]
 
 
@@ -116,7 +122,8 @@ def analyse(code: CodeType, package: str) -> ModuleCode:
         # imports inside functions/classes also count as dependencies
         if isinstance(const, CodeType):
             imports.update(_nested_imports(const, package))
-    return ModuleCode(code, frozenset(stores), star, frozenset(imports))
+    dynamic = star or not _DYNAMIC_NAMES.isdisjoint(code.co_names)
+    return ModuleCode(code, frozenset(stores), star, frozenset(imports), dynamic)
 
 
 def _nested_imports(code: CodeType, package: str) -> set[str]:

@@ -565,3 +565,33 @@ def test_module_level_instance_of_class_forbidding_setattr(kit: Kit) -> None:
     kit.write("m", src.format(n=2))
     kit.ok("m")
     assert type(m.DEFAULT) is Policy and m.DEFAULT.limit() == 2
+
+
+def test_enum_of_object_sentinels_keeps_its_members(kit: Kit) -> None:
+    src = "import enum\nclass Sentinel(enum.Enum):\n    UNSET = object()\n    def __repr__(self):\n        return '{r}'\nUNSET = Sentinel.UNSET\n"
+    kit.write("m", src.format(r="unset1"))
+    m = kit.load("m")
+    unset = m.UNSET
+    kit.write("m", src.format(r="unset2"))
+    r = kit.ok("m")
+    assert m.Sentinel.UNSET is unset and m.UNSET is unset and repr(unset) == "unset2"
+    assert not r.warnings
+
+
+def test_classes_whose_module_the_package_rewrote_keep_identity(kit: Kit) -> None:
+    # anyio/numpy style: the package re-exports classes and sets __module__ to itself
+    kit.write(
+        "pkg",
+        "from ._impl import Base, Empty\nfor _v in (Base, Empty):\n    _v.__module__ = __name__\n",
+        package=True,
+    )
+    src = "class Base:\n    def v(self):\n        return {n}\nclass Empty(Base):\n    pass\n"
+    kit.write("pkg._impl", src.format(n=1))
+    pkg = kit.load("pkg")
+    Base, Empty, e = pkg.Base, pkg.Empty, pkg.Empty()
+    assert Base.__module__ == kit.name("pkg")
+    kit.write("pkg._impl", src.format(n=2))
+    results = kit.reload("pkg", "pkg._impl")
+    assert [r.status for r in results] == ["reloaded", "reloaded"]
+    assert not [w for r in results for w in r.warnings]
+    assert pkg.Base is Base and pkg.Empty is Empty and e.v() == 2
