@@ -223,10 +223,11 @@ class AuthFailureLimiter:
 
 
 def peer_host(sock: socket.socket) -> str:
-    """The key a peer is rate limited by: its IP address, or ``"unix"`` for a local socket."""
-    if sock.family == socket.AF_UNIX:
-        return "unix"
+    """The key a peer is rate limited by: its IP address, or ``unix uid N`` (so that another
+    uid that fails cannot lock out our own clients)."""
     try:
+        if sock.family == socket.AF_UNIX:
+            return f"unix uid {peer_uid(sock)}"
         return str(sock.getpeername()[0])
     except OSError:
         return "?"
@@ -569,6 +570,9 @@ def create_server(
     listener: socket.socket | None = None,
 ) -> AgentServer:
     """Bind the listener for ``config.listen`` (the caller prepared a unix socket's dir).
+
+    A unix socket file is chmod 0600 after ``bind`` and before ``listen`` (the caller's
+    ``_listen``): while its mode is still the umask's, nobody can connect to it.
 
     ``listener``: a socket the caller already bound (and chmod'ed) for ``config.listen``;
     the server serves it instead of binding its own.

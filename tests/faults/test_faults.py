@@ -331,3 +331,77 @@ def test_poll_of_a_job_after_the_client_vanished_is_still_answered(
     finally:
         observer.close()
     assert mod.VALUE == 2
+
+
+HOST = textwrap.dedent(
+    """
+    import sys
+    sys.path.insert(0, sys.argv[1])
+    import rc_hang
+    import reloadctl.agent
+    agent = reloadctl.agent.start("tcp://127.0.0.1:0", secret=sys.argv[2])
+    print(agent.address, flush=True)
+    sys.stdin.readline()
+    # the host's main ends here, with a reload hung in a module body and peers connected
+    """
+)
+
+
+def test_host_exits_promptly_with_a_hung_reload_and_connected_peers() -> None:
+    import select
+    import socket
+
+    from agentkit import RawClient
+
+    from reloadctl.proto.messages import JobAccepted
+
+    with short_tmpdir() as d:
+        module_path = d / "rc_hang.py"
+        module_path.write_text("VALUE = 1\n")
+        entered = d / "entered"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RELOADCTL_")}
+        env["XDG_RUNTIME_DIR"] = str(d)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", HOST, str(d), SECRET.decode()],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+        )
+        clients: list[RawClient] = []
+        silent: socket.socket | None = None
+        try:
+            assert proc.stdout is not None and proc.stdin is not None
+            ready, _, _ = select.select([proc.stdout], [], [], 20)
+            assert ready, "host did not start"
+            address = proc.stdout.readline().decode().strip()
+            module_path.write_text(
+                f"import time\nopen({str(entered)!r}, 'w').close()\n"
+                "while True:\n    time.sleep(0.05)\n"
+            )
+            submitter = RawClient(address)
+            clients.append(submitter)
+            accepted = submitter.call(ReloadRequest(("rc_hang",), deadline_s=60))
+            assert isinstance(accepted, JobAccepted)
+            assert _wait(entered.exists), "the reload never started"
+            clients.append(RawClient(address))  # an idle authenticated connection
+            host, port = address[len("tcp://") :].rsplit(":", 1)
+            silent = socket.create_connection((host, int(port)), timeout=5)  # mid-handshake
+            started = time.monotonic()
+            proc.stdin.write(b"go\n")
+            proc.stdin.flush()
+            proc.wait(timeout=15)
+            elapsed = time.monotonic() - started
+            _out, err = proc.communicate(timeout=5)
+        finally:
+            for c in clients:
+                c.close()
+            if silent is not None:
+                silent.close()
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+        print(f"\nhost exit with a hung reload and 3 peers: {elapsed:.2f} s")
+        assert proc.returncode == 0
+        assert err == b"", err.decode(errors="replace")
+        assert elapsed < 4.0  # stop() at exit waits a bounded time, never for the reload
