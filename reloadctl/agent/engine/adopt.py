@@ -35,7 +35,7 @@ def adopt(ctx: Context, new: Any, hint: Any = None) -> Any:
     qualname = getattr(new, "__qualname__", None)
     module = getattr(new, "__module__", None)
     old = None
-    if module == ctx.module and isinstance(qualname, str):
+    if isinstance(qualname, str) and (module == ctx.module or ctx.made_here(new)):
         if (
             hint is not None
             and getattr(hint, "__qualname__", None) == qualname

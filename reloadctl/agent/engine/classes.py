@@ -71,7 +71,7 @@ def layout_change(ctx: Context, old: type, new: type, adopt: Adopt) -> str:
 
 def resolve(ctx: Context, obj: Any, adopt: Adopt, hint: Any = None) -> Any:
     """The object standing for ``obj``, adopting it first if it is a new definition."""
-    if isinstance(obj, type) and getattr(obj, "__module__", None) == ctx.module and ctx.is_new(obj):
+    if isinstance(obj, type) and ctx.made_here(obj):
         return adopt(ctx, obj, hint)
     return ctx.resolved(obj)
 
@@ -265,6 +265,8 @@ def _rebuild_pydantic(ctx: Context, old: type, new: type) -> None:
     rebuild = getattr(old, "model_rebuild", None)
     if "__pydantic_validator__" not in new.__dict__ or not callable(rebuild):
         return
+    if not new.__dict__.get("__pydantic_complete__", False):
+        return  # not a finished model (pydantic's own BaseModel, or one awaiting rebuild)
     try:
         rebuild(force=True)
     except Exception as exc:  # the class works; validation may make new-class objects

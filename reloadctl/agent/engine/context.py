@@ -81,6 +81,8 @@ class Context:
         self.containers: list[Any] = []
         #: class qualname -> names the old class body bound, when the old code is known.
         self.old_members: dict[str, frozenset[str]] | None = None
+        #: qualnames the new module code defines with ``def``/``class`` (static analysis).
+        self.defines: frozenset[str] = frozenset()
         #: ids of functions whose cells were already re-pointed (see ``repoint_cells``).
         self.repointed: set[int] = set()
         #: functions patched or added: their defaults may hold new objects.
@@ -149,6 +151,16 @@ class Context:
                 container[key] = chosen
             elif type(value) in (dict, list):
                 self._translate(value, depth + 1)
+
+    def made_here(self, obj: Any) -> bool:
+        """True for a function or class this reload's execution created from the module's
+        own source, even when it claims another ``__module__`` (``__module__ = "builtins"``
+        in a class body)."""
+        if not isinstance(obj, (FunctionType, type)) or not self.is_new(obj):
+            return False
+        if getattr(obj, "__module__", None) == self.module:
+            return True
+        return getattr(obj, "__qualname__", None) in self.defines
 
     def is_new(self, obj: Any) -> bool:
         """True when ``obj`` was created by this reload's execution (not an old object)."""

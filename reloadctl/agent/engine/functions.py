@@ -24,7 +24,7 @@ from collections.abc import Callable
 from types import FunctionType
 from typing import Any, Final
 
-from reloadctl.agent.engine.context import Context
+from reloadctl.agent.engine.context import Context, hasattr_safe
 from reloadctl.agent.engine.source import function_codes
 from reloadctl.agent.engine.undo import FUNCTION_ATTRS, replace_contents
 
@@ -96,14 +96,7 @@ def _adopt_wrapped(
     ctx: Context, wrapper: FunctionType, old_inner: Any, new_inner: Any, adopt: Adopt
 ) -> None:
     """Patch the function inside an old wrapper; re-point the wrapper if it was replaced."""
-    if id(new_inner) in ctx.memo:
-        chosen = ctx.memo[id(new_inner)]
-    elif isinstance(old_inner, FunctionType) and isinstance(new_inner, FunctionType):
-        chosen = adopt_function(ctx, old_inner, new_inner, adopt)
-    elif ctx.resolved(type(new_inner)) is type(old_inner) and hasattr(new_inner, "__wrapped__"):
-        chosen = adopt_wrapper(ctx, old_inner, new_inner, adopt)
-    else:
-        chosen = adopt(ctx, new_inner)
+    chosen = adopt_inner(ctx, old_inner, new_inner, adopt)
     if chosen is not old_inner:
         # the wrapper still calls the old inner object through its closure: re-point it
         for cell in wrapper.__closure__ or ():
@@ -135,6 +128,26 @@ def _adopt_cells(ctx: Context, old: FunctionType, new: FunctionType) -> None:
             repoint_cells(ctx, value)
 
 
+def adopt_inner(ctx: Context, old: Any, new: Any, adopt: Adopt) -> Any:
+    """Pair the objects at the same place inside an old and a new wrapper (rule 2). They are
+    paired by position, never by qualname: ``functools.wraps`` gives the wrapper the same
+    qualname as what it wraps, so a lookup by name would find the wrapper itself."""
+    if id(new) in ctx.memo:
+        chosen: Any = ctx.memo[id(new)]
+        return chosen
+    if isinstance(old, FunctionType) and isinstance(new, FunctionType):
+        return adopt_function(ctx, old, new, adopt)
+    if isinstance(new, (classmethod, staticmethod)) and type(old) is type(new):
+        if adopt_inner(ctx, old.__func__, new.__func__, adopt) is old.__func__:
+            return ctx.choose(new, old)
+        return ctx.choose(new, new)
+    if ctx.resolved(type(new)) is type(old) and hasattr_safe(new, "__wrapped__"):
+        return adopt_wrapper(ctx, old, new, adopt)
+    if old is new:
+        return old
+    return ctx.choose(new, new)
+
+
 def adopt_wrapper(ctx: Context, old: Any, new: Any, adopt: Adopt) -> Any:
     """Keep an old non-function wrapper (``lru_cache``...) when its inner function can be
     patched in place and its configuration is unchanged; clear its cache. Else replace it."""
@@ -145,11 +158,8 @@ def adopt_wrapper(ctx: Context, old: Any, new: Any, adopt: Adopt) -> Any:
     if callable(params) and callable(old_params) and not same(params(), old_params()):
         reason = "its cache parameters changed"
     if not reason:
-        inner_old, inner_new = old.__wrapped__, new.__wrapped__
-        if isinstance(inner_old, FunctionType) and isinstance(inner_new, FunctionType):
-            chosen = adopt_function(ctx, inner_old, inner_new, adopt)
-        else:
-            chosen = adopt(ctx, inner_new)
+        inner_old = old.__wrapped__
+        chosen = adopt_inner(ctx, inner_old, new.__wrapped__, adopt)
         if chosen is not inner_old:
             reason = "the function it wraps could not be patched in place"
     if reason:

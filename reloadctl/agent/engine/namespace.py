@@ -24,7 +24,7 @@ from reloadctl.agent.engine.classes import fix_instance
 from reloadctl.agent.engine.closures import patch_live_closures
 from reloadctl.agent.engine.context import AMBIGUOUS, Context, defined_in, is_definition
 from reloadctl.agent.engine.resolve import Target
-from reloadctl.agent.engine.source import class_stores
+from reloadctl.agent.engine.source import class_stores, definition_qualnames
 from reloadctl.agent.engine.undo import UndoLog
 from reloadctl.proto.messages import Action
 
@@ -134,6 +134,7 @@ def apply_module(
         all_old: set[int] = set()
         ctx = Context(name, old_definitions(name, snapshot, all_old), undo)
         ctx.old_ids.update(all_old)
+        ctx.defines = frozenset(definition_qualnames(target.code.code))
         if previous_code is not None:
             ctx.old_members = class_stores(previous_code)
         old_values = {id(value) for value in snapshot.values()}
@@ -141,7 +142,7 @@ def apply_module(
             old = snapshot.get(key, _MISSING)
             if old is value:
                 continue
-            if is_definition(value, name):
+            if is_definition(value, name) or ctx.made_here(value):
                 chosen = adopt(ctx, value, None if old is _MISSING else old)
                 if chosen is not value:
                     ns[key] = chosen

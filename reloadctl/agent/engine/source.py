@@ -188,3 +188,17 @@ def class_stores(code: CodeType, prefix: str = "") -> dict[str, frozenset[str]]:
         found.setdefault(qualname, frozenset(_scan(const)[0]))
         found.update(class_stores(const, qualname + "."))
     return found
+
+
+def definition_qualnames(code: CodeType, prefix: str = "") -> set[str]:
+    """Qualnames of the functions and classes a module body defines with ``def``/``class``
+    (classes descended into, functions not)."""
+    found: set[str] = set()
+    for const in code.co_consts:
+        if not isinstance(const, CodeType) or const.co_name.startswith("<"):
+            continue
+        qualname = prefix + const.co_name
+        found.add(qualname)
+        if not const.co_flags & _CO_OPTIMIZED:
+            found.update(definition_qualnames(const, qualname + "."))
+    return found

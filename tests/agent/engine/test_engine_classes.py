@@ -595,3 +595,35 @@ def test_classes_whose_module_the_package_rewrote_keep_identity(kit: Kit) -> Non
     assert [r.status for r in results] == ["reloaded", "reloaded"]
     assert not [w for r in results for w in r.warnings]
     assert pkg.Base is Base and pkg.Empty is Empty and e.v() == 2
+
+
+def test_class_claiming_another_module_is_still_matched(kit: Kit) -> None:
+    # _pytest.outcomes.Failed style: ``__module__ = "builtins"`` in the class body
+    src = (
+        "class Failed(Exception):\n    __module__ = 'builtins'\n"
+        "class XFailed(Failed):\n    def why(self):\n        return {n}\n"
+    )
+    kit.write("m", src.format(n=1))
+    m = kit.load("m")
+    Failed, XFailed = m.Failed, m.XFailed
+    kit.write("m", src.format(n=2))
+    r = kit.ok("m")
+    assert (m.Failed is Failed, m.XFailed is XFailed, XFailed().why()) == (True, True, 2)
+    assert not r.warnings
+
+
+def test_wrapper_around_staticmethod_with_shared_qualname(kit: Kit) -> None:
+    kit.write(
+        "deco",
+        "import functools\nclass Marker:\n    def __init__(self, fn):\n        self.fn = fn\n"
+        "        functools.update_wrapper(self, fn)\n"
+        "    def __get__(self, obj, objtype=None):\n        return self.fn.__get__(obj, objtype)\n",
+    )
+    src = "from __P__deco import Marker\nclass P:\n    @Marker\n    @staticmethod\n    def make():\n        return {n}\n"
+    kit.write("m", src.format(n=1))
+    m = kit.load("m")
+    marker = m.P.__dict__["make"]
+    kit.write("m", src.format(n=2))
+    r = kit.ok("m")
+    assert m.P.make() == 2 and m.P.__dict__["make"] is marker
+    assert not r.warnings
