@@ -6,6 +6,7 @@ decorators, properties, caches, relative imports) reloaded in place and still wo
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import shutil
 import sysconfig
@@ -98,3 +99,54 @@ def test_whole_stdlib_package_upgrade_as_one_batch(kit: Kit, package: str) -> No
     ][:2]
     assert not [w for r in results for w in r.warnings]
     assert {r.status for r in reload_modules(names)} == {"unchanged"}
+
+
+_THIRD_PARTY_SCRIPT = r"""
+import importlib, os, pkgutil, shutil, sys
+sys.dont_write_bytecode = True
+name, src, dst = sys.argv[1], sys.argv[2], sys.argv[3]
+shutil.copytree(src, os.path.join(dst, name), ignore=shutil.ignore_patterns("__pycache__", "*.so"))
+sys.path.insert(0, dst)
+root = importlib.import_module(name)
+assert root.__file__.startswith(dst), root.__file__
+for info in pkgutil.walk_packages(root.__path__, name + "."):
+    if not info.name.endswith("__main__"):
+        try:
+            importlib.import_module(info.name)
+        except ImportError:
+            pass  # optional dependencies of the package
+names = sorted(k for k in sys.modules if (k == name or k.startswith(name + "."))
+               and str(getattr(sys.modules[k], "__file__", "")).endswith(".py"))
+for k in names:
+    path = sys.modules[k].__file__
+    with open(path, "a") as fh:
+        fh.write("\n_RL_TOUCHED = 1\n")
+    st = os.stat(path)
+    os.utime(path, (st.st_atime + 5, st.st_mtime + 5))
+from reloadctl.agent.engine import reload_modules
+results = reload_modules(list(reversed(names)))
+bad = [r for r in results if r.status != "reloaded" or r.warnings]
+assert not bad, bad[:2]
+assert {r.status for r in reload_modules(names)} == {"unchanged"}
+print(len(names))
+"""
+
+
+@pytest.mark.parametrize("package", ["rpyc", "msgpack"])
+def test_installed_package_reloads_as_one_batch(tmp_path: Path, package: str) -> None:
+    import subprocess
+    import sys
+
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip(f"{package} is not installed as a package")
+    source = next(iter(spec.submodule_search_locations))
+    proc = subprocess.run(
+        [sys.executable, "-c", _THIRD_PARTY_SCRIPT, package, source, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert int(proc.stdout.strip()) > 2
