@@ -172,3 +172,126 @@ def test_auto_activation_never_evaluates_nor_raises(workdir: Path, value: str) -
     assert json.loads(out.stdout)["address"] is None  # not started: bad address / no secret
     assert not (workdir / "pwned").exists()
     assert out.stderr == ""  # logged, not printed (the host configured no logging)
+
+
+# -- pre-fork servers, inheritance, notes ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("program", "args", "env", "expected"),
+    [
+        ("gunicorn", ["-w", "2", "app:wsgi"], {}, "gunicorn"),
+        ("/venv/bin/gunicorn", ["app:wsgi"], {}, "gunicorn"),  # even one worker: a master
+        ("uvicorn", ["--workers", "2", "app:asgi"], {}, "uvicorn"),
+        ("uvicorn", ["--workers=4", "app:asgi"], {}, "uvicorn"),
+        ("uvicorn", ["app:asgi"], {"WEB_CONCURRENCY": "3"}, "uvicorn"),
+        ("uvicorn", ["--reload", "app:asgi"], {}, "uvicorn"),
+        ("uvicorn", ["app:asgi"], {}, None),  # serves in this very process
+        ("uvicorn", ["--workers", "1", "app:asgi"], {}, None),
+        ("hypercorn", ["-w", "2", "app:asgi"], {}, "hypercorn"),
+        ("celery", ["-A", "proj", "worker"], {}, "celery"),
+        ("celery", ["-A", "proj", "worker", "--pool", "solo"], {}, None),
+        ("celery", ["-A", "proj", "worker", "-P=threads"], {}, None),
+        ("celery", ["-A", "proj", "beat"], {}, None),
+        ("myservice.main", ["--workers", "2"], {}, None),
+        ("script.py", [], {}, None),
+    ],
+)
+def test_prefork_server_detection(
+    program: str, args: list[str], env: dict[str, str], expected: str | None
+) -> None:
+    from reloadctl.agent.auto import prefork_server
+
+    assert prefork_server(program, args, env) == expected
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["python", "-m", "gunicorn", "-w", "2"], ("gunicorn", ["-w", "2"])),
+        (["python", "-W", "error", "-X", "dev", "-mpkg", "a"], ("pkg", ["a"])),
+        (["python", "-I", "script.py", "-m", "x"], ("script.py", ["-m", "x"])),
+        (
+            ["python", "-c", "print(1)", "--multiprocessing-fork"],
+            ("-c", ["print(1)", "--multiprocessing-fork"]),
+        ),
+        (["python"], ("", [])),
+    ],
+)
+def test_program_of_an_interpreter_command_line(
+    argv: list[str], expected: tuple[str, list[str]]
+) -> None:
+    from reloadctl.agent.auto import program_of
+
+    assert program_of(argv) == expected
+
+
+def test_listen_for_a_prefork_master_is_a_usage_error(workdir: Path) -> None:
+    out, _ = launch(workdir, "--listen", "unix:///tmp/x.sock", "-m", "gunicorn", "app:wsgi")
+    assert out.returncode == 2
+    assert "add --master" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    out, _ = launch(workdir, "--no-inherit", "-m", "gunicorn", "app:wsgi")
+    assert out.returncode == 2
+    assert "neither gunicorn's master nor its workers" in out.stderr
+
+
+def test_unhookable_reloader_gets_a_note_and_runs(workdir: Path) -> None:
+    (workdir / "manage.py").write_text(PROBE)
+    out, data = launch(workdir, "manage.py", "runserver")
+    assert out.returncode == 0
+    assert data is not None and data["status_pid"] == data["pid"]  # it still gets its agent
+    (note,) = out.stderr.strip().splitlines()
+    assert note.startswith("reloadctl.agent: note: Django's autoreloader")
+    assert "--noreload" in note
+    out, _ = launch(workdir, "manage.py", "runserver", "--noreload")
+    assert out.stderr == ""
+
+
+def test_second_agent_in_the_launched_program_is_refused_with_the_first_address(
+    workdir: Path,
+) -> None:
+    (workdir / "second.py").write_text(
+        textwrap.dedent(
+            """
+            import sys
+            import reloadctl.agent
+            from reloadctl.agent import lifecycle
+            from reloadctl.errors import AgentAlreadyRunning
+            first = lifecycle.current_agent()
+            assert reloadctl.agent.start() is first  # plain start(): the launcher's agent
+            try:
+                reloadctl.agent.start("unix:///tmp/elsewhere.sock")
+            except AgentAlreadyRunning as exc:
+                print(first.address in str(exc), exc)
+            """
+        )
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "reloadctl.agent", "second.py"],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=_env(workdir),
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("True a reloadctl agent already runs in this process at unix://")
+
+
+def test_launcher_exports_inheritance_for_the_programs_workers(workdir: Path) -> None:
+    code = (
+        "import json, os\n"
+        "prefixes = ('RELOADCTL_', 'PYTHONPATH')\n"
+        "print(json.dumps({k: v for k, v in os.environ.items() if k.startswith(prefixes)}))\n"
+    )
+    (workdir / "env_probe.py").write_text(code)
+    out, data = launch(workdir, "--allow", "pkg.*", "env_probe.py")
+    assert out.returncode == 0, out.stderr
+    assert data is not None
+    assert data["RELOADCTL_AGENT_INHERIT"] == "1"
+    assert data["RELOADCTL_AGENT_PROGRAM"] == "env_probe"
+    assert data["RELOADCTL_AGENT_ALLOW"] == "pkg.*"
+    assert str(data["PYTHONPATH"]).split(os.pathsep)[0].endswith("reloadctl/agent/bootstrap")
+    out, data = launch(workdir, "--no-inherit", "env_probe.py")
+    assert data == {}

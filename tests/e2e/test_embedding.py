@@ -142,7 +142,7 @@ class Server:
 
     tmp: Path
     port: int = field(default_factory=_free_port)
-    proc: subprocess.Popen[bytes] | None = None
+    proc: subprocess.Popen[Any] | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
