@@ -14,7 +14,10 @@ Rules:
    ``FRAME_DEADLINE_S`` of its first byte, and a reply write that blocks ``IO_TIMEOUT_S``
    ends the connection. An idle connection waits in poll() and never wakes up.
 4. At most ``max_connections`` sockets are served at once and at most ``max_handshakes`` of
-   them may still be in the handshake; an extra socket is closed at once, without a thread.
+   them may still be in the handshake, at most half of those (``max_handshakes // 2``, at
+   least 1) from one peer host, so one host cannot starve the others; an extra socket is
+   closed at once, without a thread (over the connection cap) or right after its thread
+   started (over a handshake cap). Refusals are logged at most once a second.
 5. rpyc logs through ``reloadctl.agent.rpyc``; a connection that breaks in any way is logged
    and closed, never raised; the listener has no timeout (an idle agent never wakes up).
 6. Failed authentications are rate limited per peer host (``AuthFailureLimiter``): each
@@ -299,6 +302,10 @@ class AgentServer(ThreadedServer):  # type: ignore[misc]
         self._service_factory = service_factory
         self._slots = threading.BoundedSemaphore(config.max_connections)
         self._handshake_slots = threading.BoundedSemaphore(config.max_handshakes)
+        self._per_host_handshakes = max(1, config.max_handshakes // 2)
+        self._pending_lock = threading.Lock()
+        self._pending: dict[str, int] = {}
+        self._last_refusal_log = 0.0
         self._threads_lock = threading.Lock()
         self._threads: set[threading.Thread] = set()
         self._secret = None if config.secret is None else config.secret.reveal()
@@ -369,10 +376,7 @@ class AgentServer(ThreadedServer):  # type: ignore[misc]
             _close_quietly(sock)
             return
         if not self._slots.acquire(blocking=False):
-            log.warning(
-                "agent refused a connection: %d connections already open",
-                self.agent_config.max_connections,
-            )
+            self._log_refusal(f"{self.agent_config.max_connections} connections already open")
             _close_quietly(sock)
             return
         self.clients.add(sock)
@@ -390,6 +394,12 @@ class AgentServer(ThreadedServer):  # type: ignore[misc]
             self._slots.release()
             _close_quietly(sock)
             raise
+
+    def _log_refusal(self, why: str) -> None:
+        now = time.monotonic()
+        if now - self._last_refusal_log >= 1.0:  # a flood must not flood the host's log
+            self._last_refusal_log = now
+            log.warning("agent refused connections: %s", why)
 
     def _connection_thread(self, sock: socket.socket) -> None:
         served = sock
@@ -467,7 +477,18 @@ class AgentServer(ThreadedServer):  # type: ignore[misc]
     # -- authentication (rule 1, 2) ------------------------------------------------------
 
     def _authenticate(self, sock: socket.socket) -> tuple[socket.socket, dict[str, Any]]:
-        if not self._handshake_slots.acquire(blocking=False):
+        host = peer_host(sock)
+        with self._pending_lock:
+            pending = self._pending.get(host, 0)
+            if pending >= self._per_host_handshakes:
+                full = f"{pending} handshakes pending from {host}"
+            elif not self._handshake_slots.acquire(blocking=False):
+                full = f"{self.agent_config.max_handshakes} handshakes pending"
+            else:
+                full = ""
+                self._pending[host] = pending + 1
+        if full:
+            self._log_refusal(full)
             _close_quietly(sock)
             raise RpycAuthenticationError(_TOO_MANY_HANDSHAKES)
         try:
@@ -479,6 +500,12 @@ class AgentServer(ThreadedServer):  # type: ignore[misc]
             _close_quietly(sock)
             raise RpycAuthenticationError(f"{type(exc).__name__}: {exc}") from None
         finally:
+            with self._pending_lock:
+                left = self._pending[host] - 1
+                if left:
+                    self._pending[host] = left
+                else:
+                    del self._pending[host]
             self._handshake_slots.release()
 
     def _handshake(self, sock: socket.socket) -> tuple[socket.socket, dict[str, Any]]:

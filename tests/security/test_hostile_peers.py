@@ -444,6 +444,25 @@ def test_fuzzed_frames_against_the_live_agent(victim: Victim, baseline: Footprin
     _check(victim, "fuzz 3x150", baseline, victim.footprint())
 
 
+@pytest.mark.timeout(60)
+def test_one_host_cannot_take_every_handshake_slot(victim: Victim, baseline: Footprint) -> None:
+    hog = ("127.88.0.1", 0)
+    socks = [victim.connect(hog) for _ in range(8)]
+    try:
+        time.sleep(0.3)
+        held = [s for s in socks if not closed_by_peer(s, timeout=0.05)]
+        assert len(held) == 4  # half of the 8 handshake slots
+        # meanwhile other hosts are served at once
+        started = time.monotonic()
+        assert isinstance(victim.status(), AgentInfo)
+        assert time.monotonic() - started < 1.0
+        peak = victim.footprint()
+    finally:
+        for s in socks:
+            s.close()
+    _check(victim, "one-host handshake hog", baseline, peak)
+
+
 def test_rate_limiter_buckets() -> None:
     from reloadctl.agent.server import AuthFailureLimiter
 
