@@ -4,7 +4,10 @@ from ``pkg.util`` to a new ``pkg.helpers``): what was held from before follows t
 Rules:
 1. An old definition of a reloaded module that the new version no longer keeps, and whose
    qualname is defined by exactly one other module of the same top-level package in the
-   batch (or one the batch imported for the first time), has moved there.
+   batch (or one the batch imported for the first time), has moved there, provided its
+   name in the old module is gone or now holds that very object (``from .helpers import
+   helper``). A name holding a replacement of its own (a class whose layout changed) is
+   not a move.
 2. A moved class keeps its identity: the new class is poured into the old one (which takes
    the new module as ``__module__``) and every module of the batch binding the new class
    is rebound to the old one, so held instances and the new module share one class.
@@ -18,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import FunctionType, ModuleType
-from typing import Any
+from typing import Any, Final
 
 from reloadctl.agent.engine.adopt import adopt
 from reloadctl.agent.engine.context import Context, is_definition
@@ -33,6 +36,9 @@ class Moved:
     name: str
     snapshot: dict[str, Any]
     undo: UndoLog
+
+
+_GONE: Final = object()
 
 
 def _forward(*args: Any, __reloadctl_moved_to__: Any = None, **kwargs: Any) -> Any:
@@ -63,7 +69,7 @@ def follow_moves(
         if module_ns is None:
             continue
         live = {id(v) for v in module_ns.values()}
-        for old in list(m.snapshot.values()):
+        for key, old in list(m.snapshot.items()):
             if id(old) in live or not is_definition(old, m.name):
                 continue
             package = m.name.partition(".")[0]
@@ -75,6 +81,9 @@ def follow_moves(
             if len(found) != 1:
                 continue
             target, new = found[0]
+            now = module_ns.get(key, _GONE)
+            if now is not _GONE and now is not new:
+                continue  # rule 1: the name still holds something of its own (a replacement)
             label = f"{m.name}.{old.__qualname__}"
             where = f"{target}.{new.__qualname__}"
             if isinstance(old, FunctionType) and isinstance(new, FunctionType):
@@ -101,10 +110,10 @@ def follow_moves(
                     continue
                 ctx.translate_containers()
                 for ns_name, other in sources.items():
-                    for key, value in list(other.items()):
+                    for other_key, value in list(other.items()):
                         if value is new:
-                            m.undo.setitem(other, key, f"{ns_name}.{key}")
-                            other[key] = old
+                            m.undo.setitem(other, other_key, f"{ns_name}.{other_key}")
+                            other[other_key] = old
                 actions.setdefault(m.name, []).append(
                     Action("patched", label, f"moved to {where}; the class keeps its identity")
                 )

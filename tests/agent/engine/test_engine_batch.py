@@ -224,3 +224,18 @@ def test_cyclic_batch_leaves_no_stale_from_import(kit: Kit) -> None:
     assert [r.status for r in results] == ["reloaded", "reloaded"]
     assert (a.LIMIT, b.LIMIT, b.name()) == (2, 2, "a2")
     assert f"{kit.name('pkg.a')}.LIMIT" in actions(results[1], "rebound")
+
+
+def test_replaced_class_is_not_mistaken_for_a_move(kit: Kit) -> None:
+    kit.write("pkg", "", package=True)
+    kit.write("pkg.a", "class Config:\n    __slots__ = ('x',)\n")
+    kit.write("pkg.b", "class Config:\n    def where(self):\n        return 'b1'\n")
+    a, b = kit.load("pkg.a"), kit.load("pkg.b")
+    old_a, old_b = a.Config, b.Config
+    kit.write("pkg.a", "class Config:\n    __slots__ = ('x', 'y')\n")
+    kit.write("pkg.b", "class Config:\n    def where(self):\n        return 'b2'\n")
+    ra, rb = kit.reload("pkg.a", "pkg.b")
+    assert (ra.status, rb.status) == ("reloaded", "reloaded")
+    assert a.Config is not old_a and a.Config.__slots__ == ("x", "y")
+    assert b.Config is old_b and old_b().where() == "b2"
+    assert old_a.__module__ == kit.name("pkg.a") and not hasattr(old_a, "where")
