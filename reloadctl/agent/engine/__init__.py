@@ -23,12 +23,19 @@ Policies (what a user can rely on; the README takes them from here):
    proof (AST + code-object equality) that the source defines exactly what is live. When
    nothing proves it, the module is reloaded.
 5. Pruning: names the previous execution bound that the new one does not are deleted;
-   names set at run time by others survive. On a module's first reload the engine only
-   knows the previous execution from the bytecode cache; without one, every name the new
-   source does not bind is pruned (except dunders and submodules).
+   names set at run time by others survive (module names, and plain data attributes of
+   classes). On a module's first reload the engine only knows the previous execution from
+   the bytecode cache; without one, every name the new source does not bind is pruned
+   (except dunders and submodules). A body that binds names dynamically (``exec``,
+   ``globals()``, ``import *``) prunes only names that vanished.
 6. Running generators and coroutines keep their old code; closures created before the
    reload get the new code when their free variables match (the only heap walk, done only
    when nested function code changed).
+7. Batches behave like a fresh import of the new version: dependency order, stale
+   ``from x import y`` copies between the batch's modules rebound, definitions moved to
+   a sibling module followed (a moved class keeps its identity, a moved function forwards
+   to its new home), and on failure everything, including submodules first imported by
+   the new code, is undone. ``__before_reload__`` hooks that already ran are not undone.
 
 Modules, one concept each: ``resolve`` (refusals, spec and source), ``source`` (reading,
 digest, compile, static analysis), ``previous`` (the imported version's bytecode),
