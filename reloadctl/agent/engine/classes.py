@@ -112,7 +112,6 @@ def adopt_class(ctx: Context, old: type, new: type, adopt: Adopt) -> type:
     if reason:
         return replace_class(ctx, old, new, reason, adopt)
     record_class(ctx, old)
-    ctx.kept_classes.append((new, old))
     copy_members(ctx, old, new, adopt, skip=frozenset())
     _rebuild_pydantic(ctx, old, new)
     return old

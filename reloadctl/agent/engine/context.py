@@ -94,8 +94,6 @@ class Context:
         self.warnings: list[str] = []
         #: (old nested code, new nested code, qualified name): closures that may be live.
         self.closures: list[tuple[CodeType, CodeType, str]] = []
-        #: (new class, old class) pairs kept by identity: instances of new -> old.
-        self.kept_classes: list[tuple[type, type]] = []
 
     def label(self, qualname: str) -> str:
         """The name under which an object of this module is reported (``m.C.meth``)."""
