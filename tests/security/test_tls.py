@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
@@ -278,3 +279,94 @@ def test_cli_tls_options(agents: Callable[..., Agent], pki: Pki) -> None:
     refused = subprocess.run([*cli, *base], capture_output=True, env=env, timeout=30, check=False)
     assert refused.returncode == 4, (refused.stdout, refused.stderr)
     assert b"auth_failed" in refused.stdout
+
+
+TLS_AGENT = """
+import sys
+import reloadctl.agent
+agent = reloadctl.agent.start("tls://127.0.0.1:0")
+print(agent.address, flush=True)
+sys.stdin.read()
+agent.stop()
+"""
+
+
+@pytest.mark.timeout(90)
+def test_tls_agent_process_under_failing_handshakes(pki: Pki, runtime_dir: Path) -> None:
+    """100 clients without a certificate, 100 with a foreign one and 50 that send garbage:
+    the agent process ends with the fds and threads it had, prints nothing, still serves."""
+    import select
+    import ssl
+    import subprocess
+    import sys
+
+    from seckit import footprint
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RELOADCTL_")}
+    env.update(
+        XDG_RUNTIME_DIR=str(runtime_dir),
+        RELOADCTL_TLS_CERT=pki.server_cert,
+        RELOADCTL_TLS_KEY=pki.server_key,
+        RELOADCTL_TLS_CA=pki.ca,
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", TLS_AGENT],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    try:
+        assert proc.stdout is not None
+        ready, _, _ = select.select([proc.stdout], [], [], 20)
+        address = proc.stdout.readline().decode().strip() if ready else ""
+        assert address, "agent did not start"
+        host, port = address[len("tls://") :].rsplit(":", 1)
+        good = TlsSettings(ca=pki.ca, cert=pki.client_cert, key=pki.client_key)
+        assert isinstance(call(address, good), AgentInfo)
+        time.sleep(0.3)
+        before = footprint(proc.pid)
+        n = 0
+
+        def source() -> tuple[str, int]:  # fresh hosts: the failure rate limit is per host
+            nonlocal n
+            n += 1
+            return (f"127.5.{n // 250}.{n % 250 + 1}", 0)
+
+        for i in range(200):
+            ctx = ssl.create_default_context(cafile=pki.ca)
+            if i % 2:
+                ctx.load_cert_chain(pki.rogue_client_cert, pki.rogue_client_key)
+            raw = socket.create_connection((host, int(port)), timeout=5, source_address=source())
+            try:
+                tls = ctx.wrap_socket(raw, server_hostname="127.0.0.1")
+            except (ssl.SSLError, OSError):
+                raw.close()
+                continue
+            try:
+                with contextlib.suppress(ssl.SSLError, OSError):
+                    tls.recv(1)  # TLS 1.3: the refusal arrives after the handshake
+            finally:
+                tls.close()
+        for payload in [os.urandom(64) for _ in range(25)] + [b"\x16\x03\x01\xff\xff" * 10] * 25:
+            s = socket.create_connection((host, int(port)), timeout=5, source_address=source())
+            try:
+                with contextlib.suppress(OSError):
+                    s.sendall(payload)
+                    s.shutdown(socket.SHUT_WR)
+                assert closed_by_peer(s, timeout=5)
+            finally:
+                s.close()
+        assert isinstance(call(address, good), AgentInfo)
+        end = time.monotonic() + 5
+        after = footprint(proc.pid)
+        while time.monotonic() < end and (after.fds > before.fds or after.threads > before.threads):
+            time.sleep(0.05)
+            after = footprint(proc.pid)
+        print(f"\n[tls 250 failing handshakes] before: {before}; after: {after}")
+        assert after.fds <= before.fds and after.threads <= before.threads
+        assert after.rss_kib - before.rss_kib < 8 * 1024
+    finally:
+        _out, err = proc.communicate(input=b"", timeout=20)
+    assert proc.returncode == 0
+    assert err == b"", err.decode(errors="replace")
