@@ -211,12 +211,12 @@ def agent_secret(
     environ: Mapping[str, str] | None = None,
 ) -> Secret | None:
     """Argument, then secret file, then ``RELOADCTL_SECRET_FILE``, then ``RELOADCTL_SECRET``."""
-    from reloadctl.secrets import load_secret  # pathlib: only when a secret is looked up
-
     if secret is None and secret_file is None:
         env = _env(environ)
         if "RELOADCTL_SECRET_FILE" not in env and "RELOADCTL_SECRET" not in env:
-            return None  # what load_secret answers, without importing it
+            return None  # what load_secret answers, without importing it (and pathlib)
+    from reloadctl.secrets import load_secret
+
     return load_secret(secret, secret_file=secret_file, environ=_env(environ))
 
 

@@ -229,6 +229,8 @@ class Agent:
         self._pid = os.getpid()
         self._stopped = listener is None
         self._serving = threading.Event()
+        #: held by the agent thread while it imports and builds the server (rule 7)
+        self._building = threading.Lock()
         self._state_lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -246,7 +248,8 @@ class Agent:
         return self._engine.loop
 
     def wait_serving(self, timeout: float | None = None) -> bool:
-        """Wait until the agent thread accepts connections (they queue until then)."""
+        """Wait until the agent thread runs (clients may connect from ``start()`` on: they
+        queue until then)."""
         return self._serving.wait(timeout)
 
     def stop(self) -> None:
@@ -263,7 +266,10 @@ class Agent:
             if server is not None:
                 server.close()
             elif self._listener is not None:
-                self._listener.close()  # the thread sees _stopped and builds no server
+                # Wakes the thread's poll(); it sees _stopped and builds no server.
+                with contextlib.suppress(OSError):
+                    self._listener.shutdown(socket.SHUT_RDWR)
+                self._listener.close()
         except Exception:  # stopping must not raise into the host
             log.exception("error closing the agent's listener")
         if self._thread is not None and self._thread is not threading.current_thread():
@@ -615,19 +621,27 @@ def _service(agent: Agent) -> Any:
 
 
 def _serve(agent: Agent) -> None:
-    """The agent thread: build the server around the bound listener (rule 5), then serve."""
+    """The agent thread: wait for a first client, build the server around the bound
+    listener (rule 5), then serve."""
     try:
         server = agent._server
         if server is None:
-            from reloadctl.agent.server import create_server
-
-            assert agent.config is not None
-            agent._jobs = _jobs_for(agent)
-            built = create_server(agent.config, lambda: _service(agent), listener=agent._listener)
-            with agent._state_lock:
+            agent._serving.set()
+            _wait_for_first_client(agent)
+            with agent._building:
                 if agent._stopped:
                     return
-                agent._server = server = built
+                from reloadctl.agent.server import create_server
+
+                assert agent.config is not None and agent._listener is not None
+                agent._jobs = _jobs_for(agent)
+                built = create_server(
+                    agent.config, lambda: _service(agent), listener=agent._listener
+                )
+                with agent._state_lock:
+                    if _is_stopped(agent):  # stop() ran while we built
+                        return
+                    agent._server = server = built
         agent._serving.set()
         server.start()
     except BaseException:  # the agent thread never prints to stderr
@@ -636,6 +650,23 @@ def _serve(agent: Agent) -> None:
             agent.stop()
     finally:
         agent._serving.set()  # nobody waits for a thread that is gone
+
+
+def _is_stopped(agent: Agent) -> bool:
+    # A function, so that type checkers do not assume the flag cannot change meanwhile.
+    return agent._stopped
+
+
+def _wait_for_first_client(agent: Agent) -> None:
+    # An idle agent costs one thread asleep in poll() (no timeout: it never wakes up) and
+    # no rpyc at all: the server is built when a client first connects (or stop() shuts
+    # the listener down, which wakes poll() too).
+    import select
+
+    assert agent._listener is not None
+    poller = select.poll()
+    poller.register(agent._listener, select.POLLIN)
+    poller.poll()
 
 
 # -- inheritance and process hooks -----------------------------------------------------------
@@ -709,10 +740,10 @@ def _before_fork() -> None:
     # modules), nor in the middle of a reload (it would keep half-swapped ones); the
     # engine's lock exists only once the engine was loaded.
     agent = _agent
-    if agent is not None and agent.running and not agent._serving.is_set():
-        thread = agent._thread
-        if thread is not None and thread is not threading.current_thread():
-            agent._serving.wait(FORK_WAIT_S)
+    if agent is not None and agent.running and agent._thread is not threading.current_thread():
+        building = agent._building
+        if building.acquire(timeout=FORK_WAIT_S):
+            building.release()
     history = sys.modules.get("reloadctl.agent.engine.history")
     lock = getattr(history, "LOCK", None)
     if lock is None:
