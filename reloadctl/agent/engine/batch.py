@@ -112,23 +112,29 @@ def reload_modules(
     started: dict[str, float] = {}
     spent: dict[str, float] = {}
     prepared: dict[str, Target | ModuleResult] = {}
+    proven: set[str] = set()
     for name in requested:
         started[name] = time.perf_counter()
-        prepared[name] = prepare(name, patterns)
+        item = prepared[name] = prepare(name, patterns)
+        # first sight: the (costlier) static proof is planning, done outside the lock
+        first_sight = isinstance(item, Target) and history.lookup(name, item.module) is None
+        if first_sight and isinstance(item, Target) and _is_unchanged(item, None):
+            proven.add(name)
         spent[name] = _ms(started[name])
     if dry_run:
-        return [_dry_run(prepared[name], spent[name]) for name in requested]
+        return [_dry_run(prepared[name], spent[name], name in proven) for name in requested]
     with history.LOCK:
-        return _apply_batch(requested, prepared, spent, patterns, dependents)
+        return _apply_batch(
+            requested, prepared, spent, patterns, dependents=dependents, proven=proven
+        )
 
 
-def _dry_run(item: Target | ModuleResult, ms: float) -> ModuleResult:
+def _dry_run(item: Target | ModuleResult, ms: float, proven: bool) -> ModuleResult:
     start = time.perf_counter()
     if isinstance(item, ModuleResult):
         return _with_duration(item, ms)
-    with history.LOCK:
-        record = history.lookup(item.name, item.module)
-    if _is_unchanged(item, record):
+    record = history.lookup(item.name, item.module)
+    if proven if record is None else _is_unchanged(item, record):
         return ModuleResult(item.name, UNCHANGED, duration_ms=ms + _ms(start))
     try:
         actions = plan_actions(item, _previously_defined(item, record))
@@ -168,7 +174,9 @@ def _apply_batch(
     prepared: dict[str, Target | ModuleResult],
     spent: dict[str, float],
     patterns: tuple[str, ...] | None,
+    *,
     dependents: bool,
+    proven: set[str],
 ) -> list[ModuleResult]:
     results: dict[str, ModuleResult] = {}
     targets: list[Target] = []
@@ -183,7 +191,8 @@ def _apply_batch(
             results[name] = _with_duration(item, spent[name])
             continue
         start = time.perf_counter()
-        if _is_unchanged(item, history.lookup(name, item.module)):
+        record = history.lookup(name, item.module)
+        if name in proven if record is None else _is_unchanged(item, record):
             results[name] = ModuleResult(name, UNCHANGED, duration_ms=spent[name] + _ms(start))
         else:
             spent[name] += _ms(start)
