@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
 from conftest import Kit
 
 
@@ -74,3 +75,40 @@ def test_reloads_from_two_threads_are_serialised(kit: Kit) -> None:
         t.join(timeout=20)
     assert set(results) <= {"reloaded", "unchanged"}
     assert isinstance(m.COUNT, int)
+
+
+def test_reading_and_compiling_happen_outside_the_reload_lock(
+    kit: Kit, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from reloadctl.agent.engine import history, reload_modules, resolve
+
+    kit.write("m", "X = 1\n")
+    m = kit.load("m")
+    kit.write("m", "X = 2\n")
+    compiled = threading.Event()
+    real_compile = resolve.compile_module
+
+    def spying_compile(text: str, filename: str):  # type: ignore[no-untyped-def]
+        code = real_compile(text, filename)
+        compiled.set()
+        return code
+
+    monkeypatch.setattr(resolve, "compile_module", spying_compile)
+    results: list[object] = []
+    with history.LOCK:  # another reload is "running"
+        worker = threading.Thread(
+            target=lambda: results.extend(reload_modules([kit.name("m")])), name="rl-waiting"
+        )
+        worker.start()
+        assert compiled.wait(10), "compiling waited for the reload lock"
+        dry: list[object] = []
+        planner = threading.Thread(
+            target=lambda: dry.extend(reload_modules([kit.name("m")], dry_run=True)),
+            name="rl-dry-run",
+        )
+        planner.start()
+        planner.join(10)  # a dry run never needs the reload lock
+        assert not planner.is_alive() and getattr(dry[0], "status", None) == "reloaded"
+        assert m.X == 1 and worker.is_alive()  # applying does wait for the lock
+    worker.join(10)
+    assert not worker.is_alive() and m.X == 2
