@@ -2,11 +2,13 @@
 
 The agent starts in the ASGI lifespan startup, which runs in every worker process (uvicorn
 spawns its workers), so each worker has its own agent; FastAPI/Starlette apps do the same
-in their ``lifespan`` handler.
+in their ``lifespan`` handler. ``loop=`` makes every reload run on the server's event loop,
+between two steps of the coroutines, so no request handler ever sees a half-swapped module.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import Awaitable, Callable
@@ -29,7 +31,7 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 try:
-                    reloadctl.agent.start()
+                    reloadctl.agent.start(loop=asyncio.get_running_loop())
                 except ReloadctlError:
                     # Serve without live reload rather than not at all.
                     logging.getLogger(__name__).exception("reloadctl agent not started")
