@@ -120,3 +120,25 @@ def test_bytecode_cache_of_the_imported_version_makes_first_reload_precise(
     assert not hasattr(m, "OLD")  # the old source bound it
     assert m.runtime == "set by someone else"  # the old source did not
     assert m.f() == 2
+
+
+def test_stale_bytecode_of_another_version_is_not_trusted(
+    kit: Kit, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # v0 leaves a cache file; v1 is imported without writing one; v0 comes back on disk
+    import importlib
+    import sys as _sys
+
+    v0 = "def f():\n    return 0\n"
+    monkeypatch.setattr(_sys, "dont_write_bytecode", False)
+    kit.write("m", v0)
+    kit.load("m")
+    del _sys.modules[kit.name("m")]
+    monkeypatch.setattr(_sys, "dont_write_bytecode", True)
+    kit.write("m", "def f():\n    return 1\n")
+    importlib.invalidate_caches()
+    m = kit.load("m")
+    assert m.f() == 1
+    kit.write("m", v0)
+    r = kit.reload_one("m")
+    assert r.status == "reloaded" and m.f() == 0
