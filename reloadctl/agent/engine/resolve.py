@@ -30,6 +30,12 @@ from reloadctl.proto.messages import FAILED, NOT_LOADED, REFUSED, ErrorInfo, Mod
 
 _MAIN_NAMES: Final = frozenset({"__main__", "__mp_main__"})
 _OWN_PACKAGE: Final = "reloadctl"
+#: Loaders whose spec origin is a file of its own (not a path inside an archive).
+_FILE_LOADERS: Final = (
+    importlib.machinery.SourceFileLoader,
+    importlib.machinery.SourcelessFileLoader,
+    importlib.machinery.ExtensionFileLoader,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,10 +147,9 @@ def find_spec(name: str, module: ModuleType) -> ModuleSpec | None:
         else:
             spec = None
         origin = getattr(spec, "origin", None)
-        if spec is not None and (
-            not getattr(spec, "has_location", False) or (origin and os.path.exists(origin))
-        ):
-            return spec
+        on_disk = isinstance(getattr(spec, "loader", None), _FILE_LOADERS)
+        if spec is not None and (not on_disk or (origin and os.path.exists(origin))):
+            return spec  # (a zipimport origin is a path inside the archive: not checked)
         # a directory listing cached within the same mtime tick can be stale: look again
         importlib.invalidate_caches()
     return None

@@ -157,3 +157,22 @@ def test_hostile_module_object_is_reported_not_raised(monkeypatch: pytest.Monkey
     assert r.status == "failed" and r.error is not None and r.error.type == "RuntimeError"
     (r,) = reload_modules(["hostile_rl"], dry_run=True)
     assert r.status == "failed"
+
+
+def test_module_imported_from_a_zip_archive(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    import importlib
+    import zipfile
+
+    archive = tmp_path / "bundle.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("zipped_mod_rl.py", "def f():\n    return 1\n")
+    monkeypatch.syspath_prepend(str(archive))
+    monkeypatch.delitem(sys.modules, "zipped_mod_rl", raising=False)
+    importlib.invalidate_caches()
+    mod = importlib.import_module("zipped_mod_rl")
+    try:
+        (r,) = reload_modules(["zipped_mod_rl"])
+        assert r.status in {"unchanged", "reloaded"}, r
+        assert mod.f() == 1
+    finally:
+        sys.modules.pop("zipped_mod_rl", None)
