@@ -2,7 +2,9 @@
 
 Rules:
 1. Old and new objects are matched by ``__module__`` + ``__qualname__``, never by the name
-   they are bound to (an alias ``f = foo`` must not make ``foo`` run ``bar``'s code).
+   they are bound to alone (an alias ``f = foo`` must not make ``foo`` run ``bar``'s code);
+   the old object bound at the same place, when its qualname matches, is preferred (a
+   package may have rewritten ``__module__``; a base class made on the fly has no name).
 2. A match keeps the old object (patched in place) whenever that is safe; otherwise the new
    object is used, the action is ``replaced`` and a warning says why.
 3. Each new object is decided once (``Context.memo``), however many names refer to it,
