@@ -53,6 +53,9 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     import importlib
 
+    if module == "reloadctl.agent.engine":
+        # Rule 7 of the lifecycle: no fork in the middle of a reload, agent or not.
+        importlib.import_module("reloadctl.agent.lifecycle").guard_forks()
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value  # later lookups skip this function
     return value

@@ -140,7 +140,7 @@ def activate() -> None:
         from reloadctl.agent import lifecycle
 
         if raw:
-            lifecycle.start(None if raw == "1" else raw)  # consumes the variable
+            lifecycle.start()  # reads the variable (1: the default socket) and consumes it
             return
         role = _role(getattr(sys, "orig_argv", sys.argv))
         if role == "worker":

@@ -712,18 +712,32 @@ _hooks_registered = False
 _fork_held: list[Any] = []
 
 
+_fork_hooks_registered = False
+_hooks_lock = threading.Lock()  # not _lock: start() holds that one when it calls us
+
+
 def _register_process_hooks() -> None:
     global _hooks_registered
     if _hooks_registered:
         return
     _hooks_registered = True
     atexit.register(_stop_at_exit)
-    if hasattr(os, "register_at_fork"):
-        os.register_at_fork(
-            before=_before_fork,
-            after_in_parent=_after_fork_in_parent,
-            after_in_child=_after_fork_in_child,
-        )
+    guard_forks()
+
+
+def guard_forks() -> None:
+    """Install the at-fork hooks of rule 7 (idempotent): ``reloadctl.agent`` calls it when
+    the engine is first used, ``start()`` when an agent starts."""
+    global _fork_hooks_registered
+    with _hooks_lock:
+        if _fork_hooks_registered or not hasattr(os, "register_at_fork"):
+            return
+        _fork_hooks_registered = True
+    os.register_at_fork(
+        before=_before_fork,
+        after_in_parent=_after_fork_in_parent,
+        after_in_child=_after_fork_in_child,
+    )
 
 
 def _stop_at_exit() -> None:
@@ -768,10 +782,11 @@ def _after_fork_in_parent() -> None:
 
 
 def _after_fork_in_child() -> None:
-    global _agent, _lock
+    global _agent, _lock, _hooks_lock
     _release_fork_locks()
-    # A parent thread may have held our lock at fork time: never reuse it.
+    # A parent thread may have held our locks at fork time: never reuse them.
     _lock = threading.Lock()
+    _hooks_lock = threading.Lock()
     agent = _agent
     _agent = None
     if agent is not None:
@@ -791,6 +806,7 @@ __all__ = [
     "EngineGate",
     "Inheritance",
     "current_agent",
+    "guard_forks",
     "inheritance",
     "run_on_loop",
     "start",

@@ -36,11 +36,12 @@ def report(tag):
         agent.wait_serving(10)
         info = execute(agent.address, StatusRequest(), secret=None, connect_timeout=5, timeout=10)
         status_pid = info.pid
-    print(json.dumps({
+    line = json.dumps({
         "tag": tag, "pid": os.getpid(), "address": agent.address if agent else None,
         "status_pid": status_pid,
         "listen_env": os.environ.get("RELOADCTL_AGENT_LISTEN"),
-    }), flush=True)
+    })
+    os.write(1, (line + "\\n").encode())  # one write: lines of concurrent processes never mix
 """
 
 
@@ -354,3 +355,65 @@ def test_launcher_gives_every_pool_worker_its_own_agent(runtime: Path, method: s
         for pipe in (proc.stdin, proc.stdout, proc.stderr):
             if pipe is not None and not pipe.closed:
                 pipe.close()
+
+
+def test_listen_address_variable_is_consumed_too(runtime: Path) -> None:
+    sock = runtime / "explicit.sock"
+    code = f"""
+        import subprocess, sys
+        import reloadctl.agent.auto
+        report("main")
+        subprocess.run([sys.executable, "-c", "import reloadctl.agent.auto; " + {HELPER!r}],
+                       check=True, cwd={str(runtime.parent)!r})
+    """
+    records = _run(runtime, code, RELOADCTL_AGENT_LISTEN=f"unix://{sock}")
+    by_tag = {r["tag"]: r for r in records}
+    assert by_tag["main"]["address"] == f"unix://{sock}"
+    assert by_tag["main"]["status_pid"] == by_tag["main"]["pid"]
+    assert by_tag["helper"]["address"] is None and by_tag["helper"]["listen_env"] is None
+
+
+RELOAD_DURING_FORK = """
+import os, sys, threading, time
+sys.path.insert(0, os.getcwd())
+with open("slowmod.py", "w") as f:
+    f.write("X = 1\\n")
+import slowmod
+import reloadctl.agent
+with open("slowmod.py", "w") as f:
+    f.write("import time\\nX = 2\\ntime.sleep(1.0)\\nY = 2\\n")
+st = os.stat("slowmod.py")
+os.utime("slowmod.py", ns=(st.st_atime_ns, st.st_mtime_ns + 2_000_000_000))
+results = []
+t = threading.Thread(target=lambda: results.extend(reloadctl.agent.reload_modules(["slowmod"])))
+t.start()
+time.sleep(0.3)  # the new body is running (X is 2, Y does not exist yet)
+started = time.monotonic()
+pid = os.fork()
+if pid == 0:
+    print("CHILD", getattr(slowmod, "X", None), getattr(slowmod, "Y", None), flush=True)
+    os._exit(0)
+waited = time.monotonic() - started
+os.waitpid(pid, 0)
+t.join()
+print("PARENT", results[0].status, round(waited, 2), flush=True)
+"""
+
+
+def test_fork_waits_for_a_running_reload(runtime: Path) -> None:
+    (runtime.parent / "during.py").write_text(RELOAD_DURING_FORK)
+    out = subprocess.run(
+        [sys.executable, "-W", "ignore::DeprecationWarning", "during.py"],
+        cwd=runtime.parent,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=_env(runtime),
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    lines = dict(line.split(" ", 1) for line in out.stdout.splitlines())
+    status, waited = lines["PARENT"].split()
+    assert status == "reloaded"
+    assert lines["CHILD"] == "2 2"  # the child starts from the whole new version
+    assert float(waited) >= 0.4  # the fork waited for the rest of the reload
