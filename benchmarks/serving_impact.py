@@ -15,9 +15,10 @@ request.
 Phases, alternated R times in one run (so that machine noise hits both alike):
 
 - ``baseline``: no reloads.
-- ``reloading``: meanwhile another thread rewrites ``app.py`` between two versions and
-  reloads it through the agent (``connection.execute``, a fresh connection each time,
-  as the CLI does) every S seconds; every reload must report ``reloaded``.
+- ``reloading``: meanwhile another process (this script with ``--reloader``, so that its
+  CPU does not stall the load generator's threads) rewrites ``app.py`` between two
+  versions and reloads it through the agent (``connection.execute``, a fresh connection
+  each time, as the CLI does) every S seconds; every reload must report ``reloaded``.
 
 Printed: p50/p90/p99/max latency per phase, the p99 ratio, failed requests, reloads done
 and their duration. Target: zero failed requests, p99 during reloads <= 2x baseline.
@@ -108,6 +109,12 @@ def expected(n: int) -> int:
     return sum(range(n)) + len(tuple(i * i for i in range(n % 64)))
 
 
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of process ``pid`` (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
     k = min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))
@@ -185,9 +192,16 @@ def load(port: int, requests: int, clients: int) -> tuple[list[float], list[str]
     return latencies, failures, versions
 
 
-def reloader(
-    workdir: Path, agent: str, interval: float, stop: threading.Event, out: dict[str, Any]
-) -> None:
+def reloader(workdir: Path, agent: str, interval: float, version: int) -> None:
+    """The ``--reloader`` process: reload until stdin closes, then print the figures."""
+    stop = threading.Event()
+
+    def wait_stdin() -> None:
+        sys.stdin.read()
+        stop.set()
+
+    threading.Thread(target=wait_stdin, daemon=True).start()
+    out: dict[str, Any] = {"durations": [], "bad": [], "version": version}
     while not stop.is_set():
         version = out["version"] = 2 if out["version"] == 1 else 1
         # an atomic replace, as an editor or a deploy does
@@ -206,9 +220,21 @@ def reloader(
         if statuses != ["reloaded"]:
             out["bad"].append(statuses)
         stop.wait(interval)
+    print(json.dumps(out), flush=True)
+
+
+def start_reloader(workdir: Path, agent: str, interval: float, version: int) -> Any:
+    return subprocess.Popen(
+        [sys.executable, __file__, "--reloader", str(workdir), agent, str(interval), str(version)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["--reloader"]:
+        reloader(Path(sys.argv[2]), sys.argv[3], float(sys.argv[4]), int(sys.argv[5]))
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=20000, help="requests per phase")
     parser.add_argument("--clients", type=int, default=4)
@@ -229,20 +255,24 @@ def main() -> None:
             load(worker.port, 400, args.clients)  # warm-up
             for _ in range(args.rounds):
                 for name in ("baseline", "reloading"):
-                    stop = threading.Event()
-                    rt = None
+                    rp = None
                     if name == "reloading":
-                        rt = threading.Thread(
-                            target=reloader,
-                            args=(workdir, worker.agent, args.interval, stop, reloads),
+                        rp = start_reloader(
+                            workdir, worker.agent, args.interval, reloads["version"]
                         )
-                        rt.start()
+                        time.sleep(0.3)  # its interpreter and imports are up
                     t0 = time.perf_counter()
+                    cpu0 = cpu_seconds(worker.proc.pid)
                     lat, failures, versions = load(worker.port, args.requests, args.clients)
                     phases[name].setdefault("wall", []).append(time.perf_counter() - t0)
-                    stop.set()
-                    if rt is not None:
-                        rt.join()
+                    cpu = cpu_seconds(worker.proc.pid) - cpu0
+                    phases[name].setdefault("cpu", []).append(cpu)
+                    if rp is not None:
+                        out, _ = rp.communicate(input=b"", timeout=60)
+                        got = json.loads(out)
+                        reloads["durations"] += got["durations"]
+                        reloads["bad"] += got["bad"]
+                        reloads["version"] = got["version"]
                     phases[name]["lat"] += lat
                     phases[name]["failures"] += failures
                     phases[name]["versions"] |= versions
@@ -266,6 +296,7 @@ def main() -> None:
             "p99_ms": round(percentile(lat_ms, 99), 3),
             "max_ms": round(max(lat_ms), 3),
             "throughput_rps": round(len(lat_ms) / sum(ph["wall"]), 1),
+            "worker_cpu_s": round(sum(ph["cpu"]), 2),
             "versions_served": sorted(ph["versions"]),
         }
     durations = [d * 1000 for d in reloads["durations"]]
@@ -276,6 +307,10 @@ def main() -> None:
         "median_ms": round(statistics.median(durations), 2) if durations else None,
         "p99_ms": round(percentile(durations, 99), 2) if durations else None,
     }
+    extra_cpu = summary["reloading"]["worker_cpu_s"] - summary["baseline"]["worker_cpu_s"]
+    summary["reloads"]["worker_cpu_ms_per_reload"] = (
+        round(1000 * extra_cpu / len(durations), 2) if durations else None
+    )
     summary["p99_ratio"] = round(summary["reloading"]["p99_ms"] / summary["baseline"]["p99_ms"], 2)
     summary["p50_ratio"] = round(summary["reloading"]["p50_ms"] / summary["baseline"]["p50_ms"], 2)
 
@@ -297,7 +332,8 @@ def main() -> None:
         r = summary["reloads"]
         print(
             f"reloads: {r['count']} done, {r['not_reloaded']} not 'reloaded', "
-            f"median {r['median_ms']} ms, p99 {r['p99_ms']} ms (connect+handshake+reload)"
+            f"median {r['median_ms']} ms, p99 {r['p99_ms']} ms (connect+handshake+reload); "
+            f"worker CPU per reload ~{r['worker_cpu_ms_per_reload']} ms"
         )
         print(
             f"p99 ratio reloading/baseline: {summary['p99_ratio']} (target <= 2); "
