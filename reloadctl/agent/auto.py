@@ -137,12 +137,14 @@ def activate() -> None:
     if not raw and not inherit:
         return
     try:
+        role = "" if raw else _role(getattr(sys, "orig_argv", sys.argv))
+        if not raw and not role:
+            return  # not a worker: nothing more is imported into this interpreter
         from reloadctl.agent import lifecycle
 
         if raw:
             lifecycle.start()  # reads the variable (1: the default socket) and consumes it
             return
-        role = _role(getattr(sys, "orig_argv", sys.argv))
         if role == "worker":
             from reloadctl.agent.config import default_listen_address
             from reloadctl.proto.address import format_address
