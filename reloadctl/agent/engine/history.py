@@ -7,6 +7,7 @@ short private lock too, so ``records()`` (for ``patched_modules``) never waits f
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import weakref
@@ -18,7 +19,16 @@ from reloadctl.agent.engine.undo import UndoLog
 
 #: The one process-wide reload lock: applying and rolling back.
 LOCK: Final = threading.RLock()
-_TABLE: Final = threading.Lock()
+_TABLE = threading.Lock()
+
+
+def _new_table_lock_in_child() -> None:
+    # a thread of the parent may have held the (briefly taken) table lock at fork time
+    global _TABLE
+    _TABLE = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_new_table_lock_in_child)
 
 
 @dataclass(slots=True)
