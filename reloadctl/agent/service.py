@@ -180,7 +180,7 @@ class AgentService(Service):  # type: ignore[misc]
         request_id = f"r{next(self._state.request_ids)}"
         try:
             reply = self._dispatch(session, frame, poll=poll, request_id=request_id)
-        except Exception:  # rule 2: an agent bug still answers
+        except BaseException:  # rule 2: an agent bug (or a hook's SystemExit) still answers
             log.exception("request %s from %s: agent error", request_id, self._peer)
             reply = ErrorReply("internal", "agent error; see the agent's log")
         try:
@@ -233,7 +233,7 @@ class AgentService(Service):  # type: ignore[misc]
             return ErrorReply("forbidden", "this agent is read-only: reload and rollback refused")
         try:
             sys.audit(f"reloadctl.{kind}", tuple(modules))
-        except Exception as exc:  # noqa: BLE001 - any audit hook exception is a veto
+        except BaseException as exc:  # noqa: BLE001 - any hook exception vetoes, SystemExit too
             log.warning(
                 "request %s from %s: %s vetoed by an audit hook: %s",
                 request_id,

@@ -34,6 +34,7 @@ import os
 import socket
 import struct
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -450,6 +451,17 @@ def _serve(
     except Exception as exc:  # noqa: BLE001 - rpyc raises the agent's exceptions as dynamic classes
         raise RemoteProtocolError(
             f"{where}: the agent raised {type(exc).__name__} instead of answering"
+        ) from None
+    except (SystemExit, GeneratorExit) as exc:
+        # rpyc re-raises an agent's SystemExit here: an agent must not end the CLI
+        raise RemoteProtocolError(
+            f"{where}: the agent raised {type(exc).__name__} instead of answering"
+        ) from None
+    except KeyboardInterrupt:
+        if threading.current_thread() is threading.main_thread():
+            raise  # may be the user's Ctrl-C
+        raise RemoteProtocolError(
+            f"{where}: the agent raised KeyboardInterrupt instead of answering"
         ) from None
     finally:
         # Shut the socket first: rpyc's polite close waits for a reply, and a hung agent

@@ -7,6 +7,7 @@ import logging
 import re
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +18,7 @@ from seckit import OPENSSL
 from agentkit import SECRET, short_tmpdir  # isort: skip
 from reloadctl.agent import start
 from reloadctl.client.connection import execute
-from reloadctl.errors import TargetAuthFailed
+from reloadctl.errors import TargetAuthFailed, TargetRefused
 from reloadctl.proto.messages import ReloadRequest, StatusRequest
 from reloadctl.secrets import Secret
 
@@ -152,3 +153,64 @@ def test_tls_rejections_are_logged_without_key_material(
     assert "(cn=operator)" in text  # the verified client identity is the audited peer
     key = Path(pki.server_key).read_text().splitlines()[1]
     assert key not in text
+
+
+_EXIT_FROM_HOOK = threading.Event()
+
+
+def _exiting_hook(event: str, args: tuple[object, ...]) -> None:
+    if event == "reloadctl.reload" and _EXIT_FROM_HOOK.is_set():
+        raise SystemExit("the host says no")
+
+
+sys.addaudithook(_exiting_hook)  # permanent, inert unless the flag is set
+
+
+def test_audit_hook_raising_system_exit_is_a_veto(runtime_dir: Path) -> None:
+    agent = start("tcp://127.0.0.1:0", secret=SECRET)
+    _EXIT_FROM_HOOK.set()
+    try:
+        with pytest.raises(TargetRefused, match="SystemExit") as info:
+            execute(
+                agent.address,
+                ReloadRequest(("json",)),
+                secret=Secret(SECRET),
+                connect_timeout=3,
+                timeout=10,
+            )
+        assert info.value.code == "forbidden"
+    finally:
+        _EXIT_FROM_HOOK.clear()
+        agent.stop()
+
+
+def test_an_agent_raising_system_exit_does_not_end_the_client(runtime_dir: Path) -> None:
+    """A hostile (authenticated) agent whose method raises SystemExit: rpyc would re-raise
+    it in the client; the client turns it into a protocol error."""
+    from reloadctl.agent.config import build_config
+    from reloadctl.agent.server import create_server
+    from reloadctl.agent.service import AgentService
+    from reloadctl.errors import RemoteProtocolError
+
+    class Hostile(AgentService):  # type: ignore[misc]
+        def exposed_submit(self, frame: object) -> bytes:
+            raise SystemExit(0)
+
+    cfg = build_config("tcp://127.0.0.1:0", secret=SECRET)
+    server = create_server(cfg, lambda: Hostile(None))
+    server._listen()
+    thread = threading.Thread(target=server.start, daemon=True)
+    thread.start()
+    try:
+        for _ in range(2):
+            with pytest.raises(RemoteProtocolError, match="SystemExit"):
+                execute(
+                    f"tcp://127.0.0.1:{server.port}",
+                    StatusRequest(),
+                    secret=Secret(SECRET),
+                    connect_timeout=3,
+                    timeout=5,
+                )
+    finally:
+        server.close()
+        thread.join(5)
