@@ -29,9 +29,14 @@ import os
 import runpy
 import sys
 from collections.abc import Callable, Sequence
-from typing import Final, NoReturn
 
 from reloadctl.errors import ReloadctlError
+
+# Start-up time is the program's: typing is only for the type checker (annotations are
+# strings), and argparse's formatter must not import shutil for the terminal width.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Final, NoReturn
 
 USAGE: Final = (
     "python -m reloadctl.agent [--listen ADDR] [--secret-file FILE] [--allow PATTERN]... "
@@ -70,6 +75,13 @@ CELERY_NOTE: Final = (
 )
 
 
+class _Formatter(argparse.HelpFormatter):
+    def __init__(self, prog: str) -> None:
+        columns = os.environ.get("COLUMNS", "")
+        width = int(columns) if columns.isdigit() else 80
+        super().__init__(prog, width=max(40, width - 2))
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         sys.stderr.write(f"reloadctl.agent: error: {message} (usage: {USAGE})\n")
@@ -82,6 +94,7 @@ def _parser() -> _Parser:
         usage=USAGE,
         description="Run a Python program with the reloadctl agent started first.",
         add_help=True,
+        formatter_class=_Formatter,
     )
     parser.add_argument("--listen", metavar="ADDR", help="agent address (default: unix socket)")
     parser.add_argument("--secret-file", metavar="FILE", help="chmod 600 file with the secret")
