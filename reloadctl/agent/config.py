@@ -250,6 +250,10 @@ def build_config(
                 f"listening on {address} needs a certificate and its key: set "
                 f"{TLS_CERT_ENV} and {TLS_KEY_ENV} (or pass tls_cert=..., tls_key=...)"
             )
+        if os.stat(key).st_mode & 0o004:  # world-readable
+            raise ConfigError(
+                f"the TLS key {key} is readable by every user: chmod o-r {key} (600 or 640)"
+            )
         if the_secret is None and ca is None:
             raise SecretError(
                 f"refusing to listen on {address} without client authentication: set "

@@ -370,3 +370,16 @@ def test_tls_agent_process_under_failing_handshakes(pki: Pki, runtime_dir: Path)
         _out, err = proc.communicate(input=b"", timeout=20)
     assert proc.returncode == 0
     assert err == b"", err.decode(errors="replace")
+
+
+def test_world_readable_tls_key_is_refused(runtime_dir: Path, pki: Pki) -> None:
+    import shutil
+
+    key = runtime_dir / "open.key"
+    shutil.copy(pki.server_key, key)
+    key.chmod(0o644)
+    with pytest.raises(ConfigError, match="readable by every user"):
+        start("tls://127.0.0.1:0", secret=SECRET, tls_cert=pki.server_cert, tls_key=str(key))
+    key.chmod(0o640)  # group-readable (an ssl-cert group) is fine
+    agent = start("tls://127.0.0.1:0", secret=SECRET, tls_cert=pki.server_cert, tls_key=str(key))
+    agent.stop()
