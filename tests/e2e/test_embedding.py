@@ -379,14 +379,27 @@ def test_gunicorn_workers_boot_even_when_their_agent_cannot_start(server: Server
     assert len(server.workers()) == WORKERS
 
 
-def test_gunicorn_under_the_launcher_gives_every_worker_its_own_agent(server: Server) -> None:
+@pytest.mark.parametrize("master", [False, True], ids=["workers-only", "master-too"])
+def test_gunicorn_under_the_launcher_gives_every_worker_its_own_agent(
+    server: Server, master: bool
+) -> None:
     # Zero code: the launcher sees a pre-fork server, starts no agent (no thread) in the
     # master and gives every forked worker its own agent, named by the worker's own pid.
+    # --master asks for one in the master too (it reports `not_loaded`: no app code there).
+    options = ["--master"] if master else []
     server.start(
-        [sys.executable, "-m", "reloadctl.agent", "-m", "gunicorn", *_gunicorn_args(server)]
+        [
+            sys.executable,
+            "-m",
+            "reloadctl.agent",
+            *options,
+            "-m",
+            "gunicorn",
+            *_gunicorn_args(server),
+        ]
     )
-    # (the agent sockets are exactly the workers': none for the master)
-    assert_live_reload_of_every_worker(server)
+    # (the agent sockets are exactly the workers', plus the master's with --master)
+    assert_live_reload_of_every_worker(server, master_has_agent=master)
 
 
 # -- uvicorn ------------------------------------------------------------------------------
