@@ -450,6 +450,7 @@ def start_in_children(
         )
         _enable_inheritance(Inheritance(cfg.secret, cfg.allow, cfg.read_only))
         _register_process_hooks()
+        _remove_stale_own_sockets(default_socket_dir_path())
     log.info("reloadctl: no agent in this process (pid %d); its workers get one", os.getpid())
 
 
@@ -524,6 +525,43 @@ def _prepare_unix_path(path: str, *, default_dir: bool) -> None:
     raise AgentError(f"another agent is already listening at {path}")
 
 
+def _remove_stale_own_sockets(directory: str) -> None:
+    """Remove sockets named with our pid that nobody serves: left by this very process
+    before it exec'd (a forked child whose agent started, then ``exec``, as gunicorn's
+    USR2 re-exec does), they would make ``--local`` report a live process that never
+    answers. Our pid is ours alone, so a refused connection means stale."""
+    import stat
+
+    from reloadctl.proto.address import parse_socket_name
+
+    suffix = f"-{os.getpid()}.sock"
+    try:
+        names = [n for n in os.listdir(directory) if n.endswith(suffix)]
+    except OSError:
+        return
+    for name in names:
+        parsed = parse_socket_name(name)
+        path = os.path.join(directory, name)
+        try:
+            st = os.lstat(path)
+        except OSError:
+            continue
+        if parsed is None or not stat.S_ISSOCK(st.st_mode) or st.st_uid != os.getuid():
+            continue
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.settimeout(0.5)
+            probe.connect(path)
+        except ConnectionRefusedError:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+                log.info("removed stale agent socket %s of this pid", path)
+        except OSError:
+            pass
+        finally:
+            probe.close()
+
+
 def _bind_unix(path: str) -> socket.socket:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -545,6 +583,8 @@ def _launch(cfg: AgentConfig, engine: EngineGate, *, inherit: bool) -> Agent:
     if address.scheme == "unix":
         default_dir = os.path.dirname(address.path) == default_socket_dir_path()
         _prepare_unix_path(address.path, default_dir=default_dir)
+        if default_dir:
+            _remove_stale_own_sockets(os.path.dirname(address.path))
         listener = _bind_unix(address.path)
         st = os.lstat(address.path)
         agent = Agent(

@@ -415,3 +415,19 @@ def test_bad_settings_raise_from_start_not_from_the_thread(runtime_dir: Path) ->
     with pytest.raises(ConfigError):
         start("tcp://127.0.0.1:99999")
     assert lifecycle.current_agent() is None
+
+
+def test_stale_sockets_of_this_pid_are_removed_at_start(runtime_dir: Path) -> None:
+    # e.g. left by this very process under another program name before it exec'd
+    sock_dir = runtime_dir / "reloadctl"
+    sock_dir.mkdir(mode=0o700)
+    stale_path = sock_dir / f"oldprog-{os.getpid()}.sock"
+    other_path = sock_dir / "oldprog-1.sock"  # another pid: not ours to judge here
+    for path in (stale_path, other_path):
+        s = socket.socket(socket.AF_UNIX)
+        s.bind(str(path))
+        s.close()
+    agent = start()
+    assert not stale_path.exists()
+    assert other_path.exists()
+    assert Path(agent.address[len("unix://") :]).exists()

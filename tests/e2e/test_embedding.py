@@ -533,7 +533,15 @@ def test_multiprocessing_pool_initializer_gives_every_child_an_agent(
     assert len(children) == 2
     expected = children | {ready["parent"]}
     _wait_for_agents(server, expected)
-    assert {text for _, text in ask()} == {"pricing v1: apple 1.20 EUR, pear 0.90 EUR"}
+    # every worker has run the module (spawned workers import it as they start): a worker
+    # still starting when pricing.py is edited would load v2 and rightly say `unchanged`
+    for _ in range(20):
+        answers = ask()
+        assert {text for _, text in answers} == {"pricing v1: apple 1.20 EUR, pear 0.90 EUR"}
+        if {pid for pid, _ in answers} == children:
+            break
+    else:
+        raise AssertionError(f"not every pool worker answered: {answers}")
 
     server.edit_pricing('VERSION: Final = "v1"', 'VERSION: Final = "v2"')
     result = server.reloadctl("reload", "--local", "pricing")

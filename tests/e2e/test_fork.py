@@ -328,7 +328,14 @@ def test_launcher_gives_every_pool_worker_its_own_agent(runtime: Path, method: s
         while _socket_pids(runtime) != expected and time.monotonic() < deadline:
             time.sleep(0.1)
         assert _socket_pids(runtime) == expected
-        assert {text for _, text in ask()} == {"pricing v1: apple 1.20 EUR, pear 0.90 EUR"}
+        # every worker has run the module (spawned workers import it as they start)
+        for _ in range(20):
+            answers = ask()
+            assert {text for _, text in answers} == {"pricing v1: apple 1.20 EUR, pear 0.90 EUR"}
+            if {pid for pid, _ in answers} == set(ready["children"]):
+                break
+        else:
+            raise AssertionError(f"not every pool worker answered: {answers}")
 
         path = shop / "pricing.py"
         path.write_text(path.read_text().replace('"v1"', '"v2"'))
