@@ -128,6 +128,10 @@ def apply_module(
     undo.namespace(ns, snapshot, name)
     try:
         _set_spec(module, target)
+        # A body with annotations reuses an existing ``__annotations__`` dict (SETUP_ANNOTATIONS),
+        # which would keep the old version's entries and look unbound (and so be pruned):
+        # start without one, as a fresh import does.
+        ns.pop("__annotations__", None)
         if "__doc__" not in target.code.stores:
             ns["__doc__"] = None
         exec(target.code.code, ns)  # noqa: S102 - executing the module's own source is the job

@@ -54,7 +54,9 @@ class Target:
 def failure(name: str, exc: BaseException, *, duration_ms: float = 0.0) -> ModuleResult:
     """A ``failed`` result carrying the exception's type name, message and traceback."""
     text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    message = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+    # str(exc), not format_exception_only: the type is its own field, and a SyntaxError's
+    # str() already names file and line ("invalid syntax (m.py, line 2)")
+    message = str(exc) or type(exc).__name__
     return ModuleResult(
         name, FAILED, ErrorInfo(type(exc).__name__, message, text), duration_ms=duration_ms
     )

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import sys
+import typing
 
 from conftest import Kit, actions
+
+from reloadctl.proto.messages import Action
 
 
 def test_identity_and_dunders_kept(kit: Kit) -> None:
@@ -305,3 +308,35 @@ def test_undecodable_source_is_a_failure_not_an_exception(kit: Kit) -> None:
     assert r.status == "failed" and r.error is not None
     assert r.error.type in {"UnicodeDecodeError", "SyntaxError"}
     assert m.X == 1
+
+
+def test_module_annotations_follow_the_new_source(kit: Kit) -> None:
+    kit.write("m", "X: int = 1\nZ: str = 'a'\n")
+    m = kit.load("m")
+    kit.write("m", "X: float = 2.0\n")
+    r = kit.ok("m")
+    assert typing.get_type_hints(m) == {"X": float}
+    assert Action("removed", f"{m.__name__}.__annotations__") not in r.actions
+    assert not hasattr(m, "Z")
+
+
+def test_failed_body_keeps_the_old_annotations(kit: Kit) -> None:
+    kit.write("m", "X: int = 1\n")
+    m = kit.load("m")
+    kit.write("m", "X: str = 'x'\nY = 1 // 0\n")
+    r = kit.reload_one("m")
+    assert r.status == "failed"
+    assert typing.get_type_hints(m) == {"X": int}
+
+
+def test_error_message_is_the_exception_text_without_its_type(kit: Kit) -> None:
+    kit.write("m", "X = 1\n")
+    kit.load("m")
+    kit.write("m", "X = (\n")
+    r = kit.reload_one("m")
+    assert r.error is not None and r.error.type == "SyntaxError"
+    assert not r.error.message.startswith("SyntaxError")
+    assert "line 1" in r.error.message
+    kit.write("m", "raise RuntimeError('boom')\n")
+    r = kit.reload_one("m")
+    assert r.error is not None and (r.error.type, r.error.message) == ("RuntimeError", "boom")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -61,9 +62,14 @@ def test_reloads_from_two_threads_are_serialised(kit: Kit) -> None:
     m = kit.load("m")
     results: list[str] = []
 
+    path = kit.root / f"{kit.name('m')}.py"
+
     def reload_many(tag: int) -> None:
         for i in range(10):
-            kit.write("m", f"COUNT = {tag * 100 + i}\n")
+            # atomic replace: the other thread's reload must never read a half-written file
+            tmp = path.with_name(f"{path.stem}.{tag}.tmp")
+            tmp.write_text(f"COUNT = {tag * 100 + i}\n")
+            os.replace(tmp, path)
             results.append(kit.reload_one("m").status)
 
     threads = [
