@@ -71,6 +71,7 @@ from reloadctl.proto.address import default_socket_dir_path, format_address, is_
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import asyncio
+    from types import FrameType
     from typing import Any, Final, TypeVar
 
     from reloadctl.agent.config import AgentConfig
@@ -837,8 +838,22 @@ def _after_fork_in_child() -> None:
             agent._forget_in_child()
         except Exception:  # a fork must never fail because of us
             log.debug("closing inherited agent sockets failed", exc_info=True)
-    if _inherit is not None:
+    if _inherit is not None and not _exec_follows():
         start_inherited()
+
+
+def _exec_follows() -> bool:
+    # subprocess runs the at-fork hooks (only) when it has a preexec_fn to call, in a child
+    # that execs another program right after: an agent there would be a stale socket.
+    frame: FrameType | None = sys._getframe(2)  # 1: the at-fork hook; 2: the forking code
+    for _ in range(4):
+        if frame is None:
+            return False
+        code = frame.f_code
+        if code.co_name == "_execute_child" and code.co_filename.endswith("subprocess.py"):
+            return True
+        frame = frame.f_back
+    return False
 
 
 __all__ = [

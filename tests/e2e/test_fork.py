@@ -424,3 +424,29 @@ def test_fork_waits_for_a_running_reload(runtime: Path) -> None:
     assert status == "reloaded"
     assert lines["CHILD"] == "2 2"  # the child starts from the whole new version
     assert float(waited) >= 0.4  # the fork waited for the rest of the reload
+
+
+def test_subprocess_with_preexec_fn_gets_no_agent(runtime: Path) -> None:
+    # subprocess runs the at-fork hooks only in a preexec_fn child, which then execs: an
+    # agent started there would leave a socket nobody serves under a live pid.
+    code = """
+        import json, os, subprocess, sys
+        import reloadctl.agent
+        reloadctl.agent.start(inherit=True)
+        subprocess.run([sys.executable, "-c", "import time; time.sleep(0.5)"],
+                       preexec_fn=lambda: None, check=True)
+        print(json.dumps(sorted(os.listdir(os.environ["XDG_RUNTIME_DIR"] + "/reloadctl"))))
+    """
+    script = runtime.parent / "preexec.py"
+    script.write_text(textwrap.dedent(code))
+    out = subprocess.run(
+        [sys.executable, "-W", "ignore::DeprecationWarning", str(script)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=_env(runtime),
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    (only,) = json.loads(out.stdout)
+    assert only.startswith("preexec-")
