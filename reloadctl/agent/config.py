@@ -3,7 +3,8 @@
 Environment variables (all optional):
 
 - ``RELOADCTL_AGENT_LISTEN``: listen address when ``start(listen=None)``; ``1`` (or empty)
-  means the default unix socket. Also activates ``reloadctl.agent.auto``.
+  means the default unix socket. Also activates ``reloadctl.agent.auto``. The process whose
+  agent starts from it removes it from ``os.environ`` (``agent.lifecycle`` rule 8).
 - ``RELOADCTL_AGENT_ALLOW``: comma-separated fnmatch patterns of reloadable modules.
 - ``RELOADCTL_AGENT_READ_ONLY``: ``1`` refuses reload and rollback (status still works).
 - ``RELOADCTL_AGENT_DISABLE``: ``1`` is the kill switch: ``start()`` returns a disabled
