@@ -11,8 +11,9 @@ Rules:
    agent answered ``ErrorReply``) and ``RemoteProtocolError`` (the agent sent something the
    protocol does not allow, including a sealed reply that does not verify).
 2. ``connect_timeout`` bounds connect + handshake; ``timeout`` bounds the whole call,
-   counted from its start. rpyc's ``sync_request_timeout`` is set above it, only as a
-   safety net.
+   counted from its start: before each rpyc request its ``sync_request_timeout`` is set to
+   the time left plus ``CALL_MARGIN_S``, so an agent that never answers (or a network
+   that drops a reply) costs at most that much more.
 3. Unix sockets: the agent's uid (``SO_PEERCRED``) must be ours or root. TCP: a MAC is
    required (no downgrade), TCP_NODELAY is set, compression is off both ways.
 4. The socket is always closed before ``execute`` returns or raises.
@@ -74,6 +75,8 @@ MAX_POLL_WAIT_S: Final = 5.0
 MAX_RPYC_FRAME: Final = codec.MAX_MESSAGE_BYTES + 64 * 1024
 #: rpyc's per-call timer sits this far above our own deadline (rule 2).
 SYNC_TIMEOUT_MARGIN_S: Final = 5.0
+#: How long past the caller's deadline one rpyc request may still wait for its answer.
+CALL_MARGIN_S: Final = 0.5
 _PEERCRED: Final = struct.Struct("3i")
 TLS_CA_ENV: Final = "RELOADCTL_TLS_CA"
 TLS_CERT_ENV: Final = "RELOADCTL_TLS_CERT"
@@ -314,15 +317,19 @@ def _handshake(
 class _Call:
     """Seal, send, receive, verify and decode one request over an rpyc method."""
 
-    def __init__(self, method: Any, session: auth.Session, where: str) -> None:
+    def __init__(
+        self, method: Any, session: auth.Session, where: str, arm: Callable[[], None]
+    ) -> None:
         self._method = method
         self._session = session
         self._where = where
+        self._arm = arm
 
     def __call__(
         self, request: ReloadRequest | RollbackRequest | StatusRequest | PollRequest
     ) -> Reply:
         frame = self._session.seal(codec.encode(request))
+        self._arm()
         raw = self._method(frame)
         if type(raw) is not bytes:
             raise RemoteProtocolError(f"{self._where}: the agent replied with a non-bytes value")
@@ -437,10 +444,17 @@ def _serve(
     conn = connect_channel(
         _capped_channel(_socket_stream(sock)), config=_client_protocol_config(timeout)
     )
+
+    def arm() -> None:  # rule 2: no rpyc request outlives our deadline by much
+        conn._config["sync_request_timeout"] = (
+            max(0.05, deadline - time.monotonic()) + CALL_MARGIN_S
+        )
+
     try:
+        arm()
         root = conn.root
-        submit = _Call(root.submit, session, where)
-        poll = _Call(root.poll, session, where)
+        submit = _Call(root.submit, session, where, arm)
+        poll = _Call(root.poll, session, where, arm)
         return _converse(submit, poll, request, deadline, where)
     except (TargetAuthFailed, TargetRefused, TargetTimeout, TargetUnreachable, RemoteProtocolError):
         raise
