@@ -45,7 +45,8 @@ USAGE: Final = (
 
 
 def _django_reloader(prog: str, args: Sequence[str]) -> bool:
-    return prog == "manage" and "runserver" in args and "--noreload" not in args
+    django = prog in ("manage", "django", "django-admin")
+    return django and "runserver" in args and "--noreload" not in args
 
 
 def _flask_reloader(prog: str, args: Sequence[str]) -> bool:
