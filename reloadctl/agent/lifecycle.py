@@ -17,10 +17,11 @@ Rules:
 4. TCP needs a secret (refused at once otherwise); a non-loopback bind logs a warning.
 5. Cheap for the host: ``start()`` validates every setting and binds the unix socket on the
    caller's thread (errors raise at once, ``address`` is final, clients may connect at
-   once), then returns; rpyc, the server and the engine are imported on the agent thread
-   (``reloadctl-agent``), and the engine only when a job or ``status`` needs it. TCP and
-   TLS agents are built on the caller's thread (their errors, e.g. a bad certificate,
-   raise from ``start()``).
+   once), then returns. The agent thread (``reloadctl-agent``) sleeps in ``poll()`` until
+   a first client connects, and only then imports rpyc and builds the server; the engine
+   is imported by the first job (``status`` does not need it before). TCP and TLS agents
+   are built on the caller's thread (their errors, e.g. a bad certificate, raise from
+   ``start()``).
 6. All agent threads are daemon threads; ``stop()`` runs at exit and waits for them only a
    bounded time, so it never delays the host's shutdown by more than about a second.
 7. Fork: no lock of ours is reused in a child (fresh ones are made there), and a fork
