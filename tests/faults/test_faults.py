@@ -362,7 +362,7 @@ def test_host_exits_promptly_with_a_hung_reload_and_connected_peers() -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("RELOADCTL_")}
         env["XDG_RUNTIME_DIR"] = str(d)
         proc = subprocess.Popen(
-            [sys.executable, "-c", HOST, str(d), SECRET.decode()],
+            [sys.executable, "-X", "dev", "-c", HOST, str(d), SECRET.decode()],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -120,7 +120,7 @@ def victim() -> Iterator[Victim]:
         for var in ("RELOADCTL_SECRET_FILE", "RELOADCTL_AGENT_LISTEN", "RELOADCTL_AGENT_DISABLE"):
             env.pop(var, None)
         proc = subprocess.Popen(
-            [sys.executable, "-c", AGENT, str(d)],
+            [sys.executable, "-X", "dev", "-c", AGENT, str(d)],  # dev: ResourceWarnings shown
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -310,7 +310,7 @@ def test_tls_agent_process_under_failing_handshakes(pki: Pki, runtime_dir: Path)
         RELOADCTL_TLS_CA=pki.ca,
     )
     proc = subprocess.Popen(
-        [sys.executable, "-c", TLS_AGENT],
+        [sys.executable, "-X", "dev", "-c", TLS_AGENT],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
