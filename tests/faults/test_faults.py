@@ -405,3 +405,22 @@ def test_host_exits_promptly_with_a_hung_reload_and_connected_peers() -> None:
         assert proc.returncode == 0
         assert err == b"", err.decode(errors="replace")
         assert elapsed < 4.0  # stop() at exit waits a bounded time, never for the reload
+
+
+def test_half_written_source_is_refused_whole(
+    agent: Agent, module: Callable[[str], tuple[ModuleType, Path]]
+) -> None:
+    """An editor caught mid-write (the file cut in the middle of a statement): the reload
+    fails on the syntax error and the module keeps running its old code untouched."""
+    mod, path = module("VALUE = 1\ndef f():\n    return 1\n")
+    f = mod.f
+    full = "VALUE = 2\ndef f():\n    return 2\ndef g():\n    return [1, 2, 3]\n"
+    path.write_text(full[: full.index("[1, 2") + 4])  # "...return [1, 2" and EOF
+    results = call(agent, ReloadRequest((mod.__name__,)))
+    assert [r.status for r in results] == ["failed"]  # type: ignore[union-attr]
+    assert results[0].error.type == "SyntaxError"  # type: ignore[index]
+    assert mod.VALUE == 1 and f() == 1 and not hasattr(mod, "g")
+    path.write_text(full)
+    results = call(agent, ReloadRequest((mod.__name__,)))
+    assert [r.status for r in results] == ["reloaded"]  # type: ignore[union-attr]
+    assert f() == 2 and mod.g() == [1, 2, 3]
