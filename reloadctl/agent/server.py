@@ -214,9 +214,11 @@ class AuthFailureLimiter:
             tokens = max(0.0, self._tokens(host, now) - 1.0)
             self._buckets[host] = (tokens, now)
             if len(self._buckets) > self._max_hosts:
-                # forget the hosts closest to a full bucket: they matter least
+                # forget the hosts closest to a full bucket (they matter least), a tenth at a
+                # time so that a swarm of addresses does not cost a sort per failure
+                keep = max(1, self._max_hosts * 9 // 10)
                 ordered = sorted(self._buckets, key=lambda h: -self._tokens(h, now))
-                for gone in ordered[: len(self._buckets) - self._max_hosts]:
+                for gone in ordered[: len(self._buckets) - keep]:
                     del self._buckets[gone]
                     self._locked_out.discard(gone)
             if tokens < 1.0 and host not in self._locked_out:

@@ -478,3 +478,4 @@ def test_rate_limiter_buckets() -> None:
     for host in ("b", "c", "d"):
         limiter.failed(host)
     assert len(limiter._buckets) <= 2  # bounded memory
+    assert "d" in limiter._buckets  # the newest failure is kept
