@@ -564,6 +564,8 @@ class AgentServer(ThreadedServer):  # type: ignore[misc]
         except OSError as exc:
             raise RpycAuthenticationError(f"TLS setup failed: {exc}") from None
         try:
+            # CPython applies a socket timeout to do_handshake() as one deadline for the
+            # whole handshake, not per read (a trickling peer is cut at it; tested)
             tls.do_handshake()
         except (OSError, ValueError) as exc:
             _close_quietly(tls)

@@ -383,3 +383,37 @@ def test_world_readable_tls_key_is_refused(runtime_dir: Path, pki: Pki) -> None:
     key.chmod(0o640)  # group-readable (an ssl-cert group) is fine
     agent = start("tls://127.0.0.1:0", secret=SECRET, tls_cert=pki.server_cert, tls_key=str(key))
     agent.stop()
+
+
+def test_tls_slowloris_is_cut_at_the_handshake_deadline(
+    agents: Callable[..., Agent], pki: Pki
+) -> None:
+    """A peer that trickles its ClientHello a byte every 0.3 s: each read is quick, but the
+    whole handshake must still end at the 3 s deadline."""
+    import ssl
+
+    agent = _mtls(agents, pki)
+    host, port = agent.address[len("tls://") :].rsplit(":", 1)
+    # a real ClientHello, captured from a memory BIO
+    ctx = ssl.create_default_context(cafile=pki.ca)
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = ctx.wrap_bio(incoming, outgoing, server_hostname="127.0.0.1")
+    with contextlib.suppress(ssl.SSLWantReadError):
+        obj.do_handshake()
+    hello = outgoing.read()
+    assert len(hello) > 100
+    s = socket.create_connection((host, int(port)), timeout=5)
+    started = time.monotonic()
+    try:
+        for byte in hello:
+            try:
+                s.sendall(bytes([byte]))
+            except OSError:
+                break
+            if closed_by_peer(s, timeout=0.3):
+                break
+        elapsed = time.monotonic() - started
+        assert elapsed < 5.0, f"still connected after {elapsed:.1f} s"
+        assert elapsed > 2.0  # it was the deadline, not a parse error, that ended it
+    finally:
+        s.close()
