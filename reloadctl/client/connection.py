@@ -31,6 +31,7 @@ Rules:
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import socket
 import struct
@@ -125,7 +126,10 @@ def _tls_reason(exc: BaseException) -> str | None:
         return None
     verify = getattr(exc, "verify_message", None)
     if verify:
-        return f"TLS: the agent's certificate does not verify: {verify}"
+        return (
+            f"TLS: the agent's certificate does not verify: {verify} (give the CA that "
+            "signed it with --tls-ca or RELOADCTL_TLS_CA)"
+        )
     reason = getattr(exc, "reason", None) or type(exc).__name__
     return f"TLS: {reason}"
 
@@ -428,6 +432,45 @@ def execute(
         sock.close()
 
 
+# -- fewer rpyc round trips (performance; see benchmarks/fleet.py) ---------------------------
+
+
+@functools.cache
+def _by_name_client() -> Any:
+    """The client-side rpyc service: its connection never sends ``HANDLE_INSPECT``.
+
+    rpyc asks the peer to list a remote class's methods the first time it sees one of its
+    objects, to build a proxy class. We only call the agent root's two byte methods by
+    name (``_by_name``), so a bare proxy holding the root's id is all we need: a reload is
+    3 rpyc round trips (GETROOT, CALLATTR submit, CALLATTR poll) instead of 6 (GETROOT,
+    INSPECT, GETATTR, CALL, GETATTR, CALL), and the agent never builds the method list.
+    """
+    from rpyc.core import netref
+    from rpyc.core.protocol import Connection
+    from rpyc.core.service import VoidService
+
+    class ByNameConnection(Connection):  # type: ignore[misc]
+        def _netref_factory(self, id_pack: Any) -> Any:
+            return netref.BaseNetref(self, id_pack)
+
+    class ByNameClient(VoidService):  # type: ignore[misc]
+        __slots__ = ()
+        _protocol = ByNameConnection
+
+    return ByNameClient
+
+
+def _by_name(conn: Any, root: Any, name: str) -> Callable[[bytes], object]:
+    """``root.<name>(frame)`` in one round trip (``HANDLE_CALLATTR``); the agent checks the
+    name exactly as for a getattr (its ``_rpyc_getattr``)."""
+    from rpyc.core import consts
+
+    def call(frame: bytes) -> object:
+        return conn.sync_request(consts.HANDLE_CALLATTR, root, name, (frame,), ())
+
+    return call
+
+
 def _serve(
     sock: socket.socket,
     session: auth.Session,
@@ -442,7 +485,9 @@ def _serve(
     # rpyc retries reads on a socket timeout; a write that stalls this long breaks the call.
     sock.settimeout(max(0.001, deadline - time.monotonic()) + SYNC_TIMEOUT_MARGIN_S)
     conn = connect_channel(
-        _capped_channel(_socket_stream(sock)), config=_client_protocol_config(timeout)
+        _capped_channel(_socket_stream(sock)),
+        service=_by_name_client(),
+        config=_client_protocol_config(timeout),
     )
 
     def arm() -> None:  # rule 2: no rpyc request outlives our deadline by much
@@ -453,8 +498,8 @@ def _serve(
     try:
         arm()
         root = conn.root
-        submit = _Call(root.submit, session, where, arm)
-        poll = _Call(root.poll, session, where, arm)
+        submit = _Call(_by_name(conn, root, "submit"), session, where, arm)
+        poll = _Call(_by_name(conn, root, "poll"), session, where, arm)
         return _converse(submit, poll, request, deadline, where)
     except (TargetAuthFailed, TargetRefused, TargetTimeout, TargetUnreachable, RemoteProtocolError):
         raise
