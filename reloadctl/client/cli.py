@@ -442,8 +442,6 @@ def _fan_out(
     typo, abort and interrupt lines, and return the exit code."""
     from reloadctl.client import fanout
     from reloadctl.client.render import Renderer
-    from reloadctl.client.rollout import RolloutPlan, rollback_command, run_rollout
-    from reloadctl.proto.messages import StatusRequest
 
     renderer = Renderer(
         _output(s),
@@ -469,29 +467,44 @@ def _fan_out(
             cancel=cancel,
         )
 
-    report = run_rollout(
-        targets,
-        request,
-        plan=plan or RolloutPlan(),
-        run_batch=run_batch,
-        on_outcome=renderer.outcome,
-        on_event=lambda m: None if s.quiet else _warn(m),
-        notify=_warn,
-    )
+    if plan is None:
+        # No rollout option: one batch of every target, which is what run_rollout does with
+        # an empty plan (never aborts, never pauses), without loading the rollout module.
+        batch = run_batch(targets, threading.Event(), renderer.outcome)
+        outcomes, interrupted = batch.outcomes, batch.interrupted
+        # None: not aborted; else the targets the aborted rollout had already changed
+        undo: tuple[Target, ...] | None = None
+    else:
+        from reloadctl.client.rollout import run_rollout
+
+        report = run_rollout(
+            targets,
+            request,
+            plan=plan,
+            run_batch=run_batch,
+            on_outcome=renderer.outcome,
+            on_event=lambda m: None if s.quiet else _warn(m),
+            notify=_warn,
+        )
+        outcomes, interrupted = report.outcomes, report.interrupted
+        undo = report.changed if report.aborted else None
     renderer.finish()
-    typos = fanout.modules_loaded_nowhere(report.outcomes) if kind == "modules" else []
+    typos = fanout.modules_loaded_nowhere(outcomes) if kind == "modules" else []
     for module in typos:
         _warn(f"{module}: not loaded by any selected target (a typo?); counted as failed")
-    if report.aborted and report.changed:
+    if undo:
+        from reloadctl.client.rollout import rollback_command
+        from reloadctl.proto.messages import StatusRequest
+
         modules = [] if isinstance(request, StatusRequest) else list(request.modules)
         _warn("to undo the targets already changed, run:")
-        typer.echo("  " + rollback_command(report.changed, modules, rollback_prefix), err=True)
-    if report.interrupted:
+        typer.echo("  " + rollback_command(undo, modules, rollback_prefix), err=True)
+    if interrupted:
         _warn("interrupted: targets not started are not_attempted")
     return exit_code(
-        report.outcomes,
-        aborted=bool(report.aborted),
-        interrupted=report.interrupted,
+        outcomes,
+        aborted=undo is not None,
+        interrupted=interrupted,
         typos=typos,
     )
 
@@ -505,7 +518,10 @@ def _rollout_plan(
     fail_fast: bool,
     ignore_unreachable: bool,
     pause: bool,
-) -> "RolloutPlan":
+) -> "RolloutPlan | None":
+    """The plan the rollout options describe; None when none was given (one batch)."""
+    if not (canary or batch or max_failures or fail_fast or ignore_unreachable or pause):
+        return None  # plain fan-out: the rollout module is not even imported
     from reloadctl.client.rollout import RolloutPlan, parse_sizes, parse_threshold
 
     try:
