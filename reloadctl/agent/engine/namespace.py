@@ -154,6 +154,10 @@ def apply_module(
                 ctx.containers.append(value)
             if old is _MISSING and key not in SPECIAL:
                 actions.append(Action("added", f"{name}.{key}"))
+            elif old is not _MISSING and _value_changed(key, old, value):
+                # a plain value the body set again (``PRICES = {...}``, ``CACHE = {}``): tell the
+                # user, since this is where state is reset or configuration changes
+                actions.append(Action("replaced", f"{name}.{key}", "new value"))
         for key, value in list(ns.items()):
             if snapshot.get(key, _MISSING) is not value and not isinstance(
                 value, (type, FunctionType, ModuleType)
@@ -179,6 +183,22 @@ def apply_module(
 
 
 _MISSING: Final = object()
+
+
+def _value_changed(key: str, old: object, new: object) -> bool:
+    """Whether top-level ``key`` now holds a different plain value (definitions, modules and
+    dunders are reported elsewhere or not at all); an ``__eq__`` that raises counts as
+    changed."""
+    if key.startswith("__") and key.endswith("__"):
+        return False
+    if isinstance(new, (type, FunctionType, ModuleType)) or callable(new):
+        return False
+    if type(old) is not type(new):
+        return True
+    try:
+        return not bool(old == new)
+    except Exception:  # noqa: BLE001 - a user __eq__ may raise (numpy arrays do)
+        return True
 
 
 def _set_spec(module: ModuleType, target: Target) -> None:

@@ -340,3 +340,14 @@ def test_error_message_is_the_exception_text_without_its_type(kit: Kit) -> None:
     kit.write("m", "raise RuntimeError('boom')\n")
     r = kit.reload_one("m")
     assert r.error is not None and (r.error.type, r.error.message) == ("RuntimeError", "boom")
+
+
+def test_changed_plain_values_are_reported_as_replaced(kit: Kit) -> None:
+    kit.write("m", "PRICES = {'apple': 1.2}\nSAME = (1, 2)\nCACHE = {}\n")
+    m = kit.load("m")
+    m.CACHE["k"] = 1
+    kit.write("m", "PRICES = {'apple': 0.99}\nSAME = (1, 2)\nCACHE = {}\n")
+    r = kit.ok("m")
+    replaced = {a.name for a in r.actions if a.kind == "replaced"}
+    assert replaced == {f"{m.__name__}.PRICES", f"{m.__name__}.CACHE"}  # CACHE was reset
+    assert m.PRICES == {"apple": 0.99} and m.CACHE == {}
