@@ -77,7 +77,8 @@ def plan_actions(target: Target, previously_defined: frozenset[str] | None) -> t
     old_names = previously_defined if previously_defined is not None else frozenset(ns)
     if target.code.dynamic:
         old_names = frozenset()  # see namespace._defined: such a body prunes nothing unchanged
-    for key in sorted(old_names - stores - SPECIAL):
+    # ``__annotations__`` is made afresh by a body with annotations (no name store shows it)
+    for key in sorted(old_names - stores - SPECIAL - {"__annotations__"}):
         value = ns.get(key)
         if isinstance(value, ModuleType) and sys.modules.get(f"{name}.{key}") is value:
             continue

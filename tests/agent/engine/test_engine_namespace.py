@@ -351,3 +351,12 @@ def test_changed_plain_values_are_reported_as_replaced(kit: Kit) -> None:
     replaced = {a.name for a in r.actions if a.kind == "replaced"}
     assert replaced == {f"{m.__name__}.PRICES", f"{m.__name__}.CACHE"}  # CACHE was reset
     assert m.PRICES == {"apple": 0.99} and m.CACHE == {}
+
+
+def test_dry_run_of_an_annotated_module_plans_no_removal_of_annotations(kit: Kit) -> None:
+    kit.write("m", "X: int = 1\n")
+    m = kit.load("m")
+    kit.write("m", "X: int = 2\n")
+    r = kit.reload_one("m", dry_run=True)
+    assert r.status == "reloaded" and r.actions == ()
+    assert m.X == 1
