@@ -8,6 +8,10 @@ Rules:
 2. At most ``parallel`` transport calls are in flight. The transport gets the connect
    timeout and the operation timeout separately; ``run`` also enforces them itself (plus a
    small grace), so a transport that hangs costs one abandoned daemon thread, not the run.
+   Calls run on daemon worker threads that are reused from target to target (a thread
+   start costs about as much client CPU as a quarter of a local reload); a worker stuck in
+   an abandoned call is replaced, and every worker ends once ``run`` returns and its call
+   (if any) does.
 3. A global ``deadline`` (seconds from the start of ``run``) bounds the whole run: targets
    still in flight then are ``timeout``; targets not started are ``not_attempted``.
 4. Cancelling (the ``cancel`` event, ``--fail-fast``, or Ctrl-C in the calling thread) stops
@@ -274,6 +278,14 @@ def run(
     results: queue.SimpleQueue[tuple[int, Outcome]] = queue.SimpleQueue()
     interrupted = deadline_hit = False
     stop_waiting_at: float | None = None
+    # Rule 2: the worker pool. ``idle`` counts workers waiting on ``work`` (each result,
+    # late ones included, means its worker is waiting again); None tells a worker to end.
+    work: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+    workers = idle = 0
+
+    def serve() -> None:
+        while (item := work.get()) is not None:
+            item()
 
     def finish(index: int, outcome: Outcome) -> None:
         done[index] = outcome
@@ -282,6 +294,7 @@ def run(
             on_outcome(outcome)
 
     def start(index: int) -> None:
+        nonlocal workers, idle
         target = targets[index]
         now = time.monotonic()
         if target.problem:
@@ -294,7 +307,7 @@ def run(
         secret = secret_for(target) if secret_for is not None else None
         inflight[index] = now + opts.connect_timeout + timeout + opts.grace
 
-        def work() -> None:
+        def attempt() -> None:
             outcome = _call(
                 call,
                 target=target,
@@ -305,57 +318,67 @@ def run(
             )
             results.put((index, outcome))
 
-        # Daemon threads: a transport stuck in a syscall must not keep the CLI from exiting.
-        threading.Thread(target=work, name=f"reloadctl-fanout-{index}", daemon=True).start()
+        if idle:
+            idle -= 1
+        else:
+            # Daemon threads: a transport stuck in a syscall must not keep the CLI from exiting.
+            workers += 1
+            name = f"reloadctl-fanout-{workers}"
+            threading.Thread(target=serve, name=name, daemon=True).start()
+        work.put(attempt)
 
     def abandon(indexes: list[int], status: str, message: str) -> None:
         for index in sorted(indexes):
             error = ErrorInfo("TargetTimeout" if status == TIMEOUT else "NotAttempted", message)
             finish(index, unanswered(targets[index], request, status, error, time.monotonic()))
 
-    while pending or inflight:
-        stopping = cancel.is_set() or interrupted
-        if stopping and pending:
-            why = "interrupted" if interrupted else "the run was stopped before this target"
-            abandon(pending, NOT_ATTEMPTED, why)
-            pending.clear()
-        while pending and len(inflight) < opts.parallel and not cancel.is_set():
-            start(pending.pop())
-        if not inflight:
-            continue
-        now = time.monotonic()
-        if stopping and stop_waiting_at is None:
-            stop_waiting_at = now + opts.interrupt_grace
-        wake = min(inflight.values())
-        if deadline_at is not None:
-            wake = min(wake, deadline_at)
-        if stop_waiting_at is not None:
-            wake = min(wake, stop_waiting_at)
-        try:
-            index, outcome = results.get(timeout=max(0.0, min(wake - now, _POLL_S)))
-        except queue.Empty:
-            pass
-        except KeyboardInterrupt:
-            if interrupted:  # the second Ctrl-C: stop waiting for anyone
-                stop_waiting_at = time.monotonic()
-            interrupted = True
-            cancel.set()
-        else:
-            if index in inflight:  # else it was already given up on: drop the late answer
-                finish(index, outcome)
-        now = time.monotonic()
-        if deadline_at is not None and now >= deadline_at:
-            deadline_hit = True
-            why = f"the global deadline of {opts.deadline:g}s passed"
-            abandon(list(inflight), TIMEOUT, why)
-            abandon(pending, NOT_ATTEMPTED, why)
-            pending.clear()
-        elif stop_waiting_at is not None and now >= stop_waiting_at:
-            abandon(list(inflight), TIMEOUT, "no answer before the run was stopped")
-        else:
-            late = [i for i, due in inflight.items() if now >= due]
-            abandon(late, TIMEOUT, "no answer within the connect and operation timeouts")
-
+    try:
+        while pending or inflight:
+            stopping = cancel.is_set() or interrupted
+            if stopping and pending:
+                why = "interrupted" if interrupted else "the run was stopped before this target"
+                abandon(pending, NOT_ATTEMPTED, why)
+                pending.clear()
+            while pending and len(inflight) < opts.parallel and not cancel.is_set():
+                start(pending.pop())
+            if not inflight:
+                continue
+            now = time.monotonic()
+            if stopping and stop_waiting_at is None:
+                stop_waiting_at = now + opts.interrupt_grace
+            wake = min(inflight.values())
+            if deadline_at is not None:
+                wake = min(wake, deadline_at)
+            if stop_waiting_at is not None:
+                wake = min(wake, stop_waiting_at)
+            try:
+                index, outcome = results.get(timeout=max(0.0, min(wake - now, _POLL_S)))
+            except queue.Empty:
+                pass
+            except KeyboardInterrupt:
+                if interrupted:  # the second Ctrl-C: stop waiting for anyone
+                    stop_waiting_at = time.monotonic()
+                interrupted = True
+                cancel.set()
+            else:
+                idle += 1
+                if index in inflight:  # else it was already given up on: drop the late answer
+                    finish(index, outcome)
+            now = time.monotonic()
+            if deadline_at is not None and now >= deadline_at:
+                deadline_hit = True
+                why = f"the global deadline of {opts.deadline:g}s passed"
+                abandon(list(inflight), TIMEOUT, why)
+                abandon(pending, NOT_ATTEMPTED, why)
+                pending.clear()
+            elif stop_waiting_at is not None and now >= stop_waiting_at:
+                abandon(list(inflight), TIMEOUT, "no answer before the run was stopped")
+            else:
+                late = [i for i, due in inflight.items() if now >= due]
+                abandon(late, TIMEOUT, "no answer within the connect and operation timeouts")
+    finally:
+        for _ in range(workers):  # one each: a worker still in an abandoned call ends after it
+            work.put(None)
     return FanoutReport(
         outcomes=tuple(done[i] for i in range(len(targets))),
         interrupted=interrupted,

@@ -168,6 +168,59 @@ def test_hanging_transport_is_abandoned_within_its_budget() -> None:
     assert report.outcomes[1].status == ANSWERED
 
 
+def _fanout_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("reloadctl-fanout-")]
+
+
+def _wait_no_fanout_threads(timeout: float = 5.0) -> list[threading.Thread]:
+    end = time.monotonic() + timeout
+    while _fanout_threads() and time.monotonic() < end:
+        time.sleep(0.01)
+    return _fanout_threads()
+
+
+def test_a_worker_stuck_in_an_abandoned_call_is_replaced() -> None:
+    # parallel=1: the only worker hangs on t0; t1 and t2 still run (on a new worker) and
+    # answer, so a hung transport costs one thread, never the rest of the run.
+    ts = targets(3)
+    hang = threading.Event()
+    agents = {t.address: FakeAgent({"shop.pricing": RELOADED}) for t in ts}
+    agents[ts[0].address] = FakeAgent({"shop.pricing": RELOADED}, block=hang, block_max=5)
+    fake = FakeTransport(agents)
+    opts = FanoutOptions(parallel=1, connect_timeout=0.1, timeout=0.2, grace=0.1)
+    try:
+        report = run(ts, ReloadRequest(("shop.pricing",)), options=opts, transport=fake)
+        assert [o.status for o in report.outcomes] == [TIMEOUT, ANSWERED, ANSWERED]
+    finally:
+        hang.set()
+    assert _wait_no_fanout_threads() == []  # the stuck worker ends once its call returns
+    assert fake.max_active == 2  # the hung call and one replacement, never more
+
+
+def test_workers_are_reused_and_end_after_the_run() -> None:
+    ts = targets(40)
+    agents = {t.address: FakeAgent({"shop.pricing": RELOADED}, delay=0.005) for t in ts}
+    fake = FakeTransport(agents)
+    started: list[str] = []
+    real_start = threading.Thread.start
+
+    def counting_start(self: threading.Thread) -> None:
+        started.append(self.name)
+        real_start(self)
+
+    threading.Thread.start = counting_start  # type: ignore[method-assign]
+    try:
+        report = run(
+            ts, ReloadRequest(("shop.pricing",)), options=FanoutOptions(parallel=4), transport=fake
+        )
+    finally:
+        threading.Thread.start = real_start  # type: ignore[method-assign]
+    assert all(o.status == ANSWERED for o in report.outcomes)
+    assert len(fake.calls) == 40
+    assert 1 <= len([n for n in started if n.startswith("reloadctl-fanout-")]) <= 4
+    assert _wait_no_fanout_threads() == []
+
+
 def test_timeouts_are_passed_to_the_transport_and_clipped_by_the_deadline() -> None:
     (t,) = targets(1)
     fake = FakeTransport({t.address: FakeAgent({"shop.pricing": RELOADED})})
