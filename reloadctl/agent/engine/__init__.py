@@ -16,8 +16,10 @@ Policies (what a user can rely on; the README takes them from here):
    bases, metaclass, named-tuple fields) and an enum whose members were removed or changed
    value are replaced, with a warning. An enum that only gains members keeps its class.
 3. Decorators run again: a registry filled by a decorator gets a second entry for the new
-   version (the first entry, the old object, runs the new code too). Use
-   ``__before_reload__()`` to unregister, or ``__reload__`` to dedupe.
+   version (the first entry, the old object, runs the new code too; a function entry of
+   an earlier reload follows every later one). Use ``__before_reload__()`` to unregister,
+   or ``__reload__`` to dedupe. Limit: a *class* a decorator registered elsewhere is the
+   new class object (new code, but its instances are not instances of the live class).
 4. Unchanged: the digest of the source the engine applied; for a module the engine never
    ran, the bytecode cache of the imported version when it still exists, else a static
    proof (AST + code-object equality) that the source defines exactly what is live. When
@@ -26,8 +28,9 @@ Policies (what a user can rely on; the README takes them from here):
    names set at run time by others survive (module names, and plain data attributes of
    classes). On a module's first reload the engine only knows the previous execution from
    the bytecode cache; without one, every name the new source does not bind is pruned
-   (except dunders and submodules). A body that binds names dynamically (``exec``,
-   ``globals()``, ``import *``) prunes only names that vanished.
+   (except dunders and submodules). ``from x import *`` binds what ``x`` exports now;
+   names bound only under ``if TYPE_CHECKING:`` are not bound. A body that binds names
+   through ``exec``, ``globals()`` & co. prunes only names that vanished.
 6. Running generators and coroutines keep their old code; closures created before the
    reload get the new code when their free variables match (the only heap walk, done only
    when nested function code changed).

@@ -19,6 +19,7 @@ Rules:
 
 from __future__ import annotations
 
+import abc
 import enum
 import logging
 from collections.abc import Callable
@@ -37,6 +38,8 @@ _NEVER: Final = frozenset({"__dict__", "__weakref__"})
 #: Keys whose old value belongs to the old class object and is kept when both have one.
 _KEEP_OLD: Final = frozenset({"_abc_impl"})
 _MISSING: Final = object()
+#: Bound on subclasses visited when abstract methods are recomputed.
+_MAX_SUBCLASSES: Final = 10_000
 
 
 def record_class(ctx: Context, cls: type) -> None:
@@ -113,6 +116,7 @@ def adopt_class(ctx: Context, old: type, new: type, adopt: Adopt) -> type:
         return replace_class(ctx, old, new, reason, adopt)
     record_class(ctx, old)
     copy_members(ctx, old, new, adopt, skip=frozenset())
+    _refresh_abc(ctx, old, new, adopt)
     _rebuild_pydantic(ctx, old, new)
     return old
 
@@ -257,6 +261,69 @@ def _adopt_member(ctx: Context, current: Any, value: Any, adopt: Adopt) -> Any:
             return current
         return value
     return ctx.resolved(value)  # e.g. an enum member of a kept enum: the live member
+
+
+def _refresh_abc(ctx: Context, old: type, new: type, adopt: Adopt) -> None:
+    """An ABC kept (its own ``_abc_impl`` stays) behaves like the new one: the virtual
+    subclasses the new body registered are registered on it too (those registered at run
+    time stay), its isinstance caches are cleared (a ``Protocol`` that gained a member must
+    stop matching), and its subclasses, here or in modules not reloaded, recompute
+    ``__abstractmethods__`` as a fresh import of the new base would make them."""
+    if not isinstance(old, abc.ABCMeta) or "_abc_impl" not in new.__dict__:
+        return
+    try:
+        registry = abc._get_dump(new)[0]  # type: ignore[attr-defined]
+        old_registry = abc._get_dump(old)[0]  # type: ignore[attr-defined]
+    except Exception:
+        log.debug("no abc registry for %s", ctx.label(old.__qualname__), exc_info=True)
+        return
+    before = [ref() for ref in old_registry]
+
+    def undo() -> None:
+        old._abc_registry_clear()  # type: ignore[attr-defined]
+        for cls in before:
+            if cls is not None:
+                old.register(cls)
+        old._abc_caches_clear()  # type: ignore[attr-defined]
+
+    ctx.undo.record(undo, ctx.label(old.__qualname__))
+    for ref in registry:
+        cls = ref()
+        if cls is not None:
+            chosen = resolve(ctx, cls, adopt)
+            if isinstance(chosen, type) and not issubclass(chosen, old):
+                old.register(chosen)
+                ctx.act("registered", old.__qualname__, chosen.__qualname__)
+    old._abc_caches_clear()  # type: ignore[attr-defined]
+    _update_abstract(ctx, old)
+
+
+def _update_abstract(ctx: Context, cls: type) -> None:
+    """Recompute ``__abstractmethods__`` down ``cls``'s subclass tree (``__subclasses__``
+    only: no heap walk), recording each old value for undo."""
+    todo = [cls]
+    seen: set[int] = set()
+    while todo and len(seen) < _MAX_SUBCLASSES:
+        current = todo.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if current is not cls:
+            before = current.__dict__.get("__abstractmethods__", _MISSING)
+
+            def undo(c: type = current, b: Any = before) -> None:
+                if b is not _MISSING:
+                    type.__setattr__(c, "__abstractmethods__", b)
+
+            ctx.undo.record(undo, ctx.label(current.__qualname__))
+            try:
+                abc.update_abstractmethods(current)
+            except Exception:
+                log.debug("update_abstractmethods(%r) failed", current, exc_info=True)
+        try:
+            todo.extend(type.__subclasses__(current))
+        except TypeError:
+            continue
 
 
 def _rebuild_pydantic(ctx: Context, old: type, new: type) -> None:

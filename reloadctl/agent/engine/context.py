@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from types import CodeType, FunctionType
 from typing import Any, Final
 
@@ -137,6 +138,14 @@ class Context:
     def _translate(self, container: Any, depth: int) -> None:
         if depth > 2:
             return
+        if type(container) is functools.partial:
+            # ``p = partial(f, 1)``: the partial made by the new body holds the live ``f``;
+            # its ``func`` is read-only, ``__setstate__`` is how pickle sets it
+            chosen = self.memo.get(id(container.func))
+            if chosen is not None and chosen is not container.func:
+                state = container.__reduce__()[2]
+                container.__setstate__((chosen, *state[1:]))  # type: ignore[attr-defined]
+            return
         if isinstance(container, dict):
             items: list[tuple[Any, Any]] = list(container.items())
         elif isinstance(container, list):
@@ -147,7 +156,7 @@ class Context:
             chosen = self.memo.get(id(value))
             if chosen is not None and chosen is not value:
                 container[key] = chosen
-            elif type(value) in (dict, list):
+            elif type(value) in (dict, list, functools.partial):
                 self._translate(value, depth + 1)
 
     def made_here(self, obj: Any) -> bool:

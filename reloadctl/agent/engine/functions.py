@@ -16,10 +16,14 @@ Rules:
    function then behaves exactly like the freshly decorated one (``singledispatch``
    registries, decorator arguments). Live closures of nested functions (rule 4) keep their
    own state; only their code changes.
+6. The new object a kept function stood for is remembered (weakly): where the new body's
+   side effects kept it alive (``register(f)`` appending to another module's list), later
+   reloads patch it along with the kept function, so every entry runs the newest code.
 """
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from types import FunctionType
 from typing import Any, Final
@@ -86,10 +90,43 @@ def adopt_function(ctx: Context, old: FunctionType, new: FunctionType, adopt: Ad
     }
     replace_contents(old.__dict__, fresh)
     _adopt_cells(ctx, old, new)
+    _sync_aliases(ctx, old, new)
     ctx.functions.append(old)
     if changed:
         ctx.act("patched", qualname)
     return old
+
+
+#: Old function -> the new objects of earlier reloads that it stood for (rule 6). They
+#: live on only where the new body's side effects put them (a registry in another module).
+_ALIASES: Final[weakref.WeakKeyDictionary[FunctionType, weakref.WeakSet[FunctionType]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _sync_aliases(ctx: Context, old: FunctionType, new: FunctionType) -> None:
+    """Rule 6: the earlier new objects ``old`` stood for get ``old``'s new state too."""
+    aliases = _ALIASES.get(old)
+    for alias in list(aliases or ()):
+        if alias is new or alias.__code__.co_freevars != old.__code__.co_freevars:
+            continue
+        ctx.undo.function(alias, ctx.label(old.__qualname__))
+        for name in FUNCTION_ATTRS:
+            if hasattr(old, name):
+                setattr(alias, name, getattr(old, name))
+        replace_contents(alias.__dict__, dict(old.__dict__))
+        for alias_cell, old_cell in zip(
+            alias.__closure__ or (), old.__closure__ or (), strict=True
+        ):
+            try:
+                value = old_cell.cell_contents
+            except ValueError:
+                continue
+            ctx.undo.cell(alias_cell)
+            alias_cell.cell_contents = value
+    if aliases is None:
+        aliases = _ALIASES[old] = weakref.WeakSet()
+    aliases.add(new)
 
 
 def _adopt_wrapped(

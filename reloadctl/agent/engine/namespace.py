@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
+from functools import partial
 from types import CodeType, FunctionType, ModuleType
 from typing import Any, Final
 
@@ -150,7 +151,7 @@ def apply_module(
                 chosen = adopt(ctx, value, None if old is _MISSING else old)
                 if chosen is not value:
                     ns[key] = chosen
-            elif type(value) in (dict, list) and id(value) not in old_values:
+            elif type(value) in (dict, list, partial) and id(value) not in old_values:
                 ctx.containers.append(value)
             if old is _MISSING and key not in SPECIAL:
                 actions.append(Action("added", f"{name}.{key}"))
@@ -225,11 +226,37 @@ def _defined(target: Target, snapshot: dict[str, Any], ns: dict[str, Any]) -> fr
     names = set(target.code.stores)
     # anything that appeared or changed during the run was bound by it, however it was
     names.update(key for key, value in ns.items() if snapshot.get(key, _MISSING) is not value)
-    if target.code.dynamic:
+    exported = _star_exports(target.code.star_from) if target.code.star_import else None
+    if exported is not None:
+        # ``from x import *`` is the only dynamic binding: it bound exactly what ``x``
+        # exports now, so a name ``x`` no longer exports is pruned like in a fresh import
+        names.update(exported)
+    elif target.code.dynamic:
         # ``exec("execute = exec")`` may bind the very object the old run bound: in a body
         # that binds names dynamically, an unchanged name may be its own, so none is pruned
         names.update(ns)
     return frozenset(names & ns.keys())
+
+
+def _star_exports(sources: frozenset[str] | None) -> set[str] | None:
+    """The names ``from x import *`` binds now for every ``x`` in ``sources`` (its
+    ``__all__``, else its public names), or None when one cannot be told."""
+    if sources is None:
+        return None
+    names: set[str] = set()
+    for source in sources:
+        module = sys.modules.get(source)
+        if module is None:
+            return None
+        try:
+            public = vars(module).get("__all__")
+            if public is None:
+                names.update(k for k in vars(module) if not k.startswith("_"))
+            else:
+                names.update(str(k) for k in public)
+        except Exception:  # noqa: BLE001 - a hostile __all__: fall back to "every name"
+            return None
+    return names
 
 
 def _prune(

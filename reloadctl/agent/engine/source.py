@@ -36,6 +36,9 @@ class ModuleCode:
     imports: frozenset[str]
     #: The body may bind names the bytecode does not show (``exec``, ``globals()``, ...).
     dynamic: bool = False
+    #: Absolute names of the modules it does ``from x import *`` of; None when one of them
+    #: cannot be named statically or the body also binds names through ``exec`` & co.
+    star_from: frozenset[str] | None = None
 
 
 def digest_text(text: str) -> str:
@@ -115,15 +118,55 @@ def _scan(code: CodeType) -> tuple[set[str], list[tuple[str, Any, Any]], bool]:
 def analyse(code: CodeType, package: str) -> ModuleCode:
     """Statically analyse a compiled module body (see ``ModuleCode``)."""
     stores, found, star = _scan(code)
+    if _TYPE_CHECKING in code.co_names:
+        stores -= _type_checking_only(code)
     imports: set[str] = set()
+    star_from: set[str] | None = set()
     for name, level, fromlist in found:
-        imports.update(_imported(name, level, fromlist, package))
+        imported = _imported(name, level, fromlist, package)
+        imports.update(imported)
+        if isinstance(fromlist, tuple) and "*" in fromlist and star_from is not None:
+            # ``_imported`` puts the module itself first; a star from-list adds nothing else
+            star_from = star_from | imported if len(imported) == 1 else None
     for const in code.co_consts:
         # imports inside functions/classes also count as dependencies
         if isinstance(const, CodeType):
             imports.update(_nested_imports(const, package))
-    dynamic = star or not _DYNAMIC_NAMES.isdisjoint(code.co_names)
-    return ModuleCode(code, frozenset(stores), star, frozenset(imports), dynamic)
+    exec_like = not _DYNAMIC_NAMES.isdisjoint(code.co_names)
+    dynamic = star or exec_like
+    stars = None if exec_like or star_from is None else frozenset(star_from)
+    return ModuleCode(code, frozenset(stores), star, frozenset(imports), dynamic, stars)
+
+
+_TYPE_CHECKING: Final = "TYPE_CHECKING"
+_STORE_NAMES: Final = frozenset({"STORE_NAME", "STORE_GLOBAL", "DELETE_NAME"})
+
+
+def _type_checking_only(code: CodeType) -> set[str]:
+    """Names the body binds only inside ``if TYPE_CHECKING:`` blocks, which never run: a
+    fresh import does not have them, so they do not count as bound (and are pruned).
+
+    ``dis`` is affordable here: only bodies that mention ``TYPE_CHECKING`` get this pass.
+    """
+    instructions = list(dis.get_instructions(code))
+    skipped: list[tuple[int, int]] = []
+    for index, ins in enumerate(instructions):
+        if ins.argval != _TYPE_CHECKING or not ins.opname.startswith("LOAD_"):
+            continue
+        for follow in instructions[index + 1 : index + 3]:
+            if follow.opname == "TO_BOOL":
+                continue
+            forward = isinstance(follow.argval, int) and follow.argval > follow.offset
+            if "JUMP" in follow.opname and "IF_FALSE" in follow.opname and forward:
+                skipped.append((follow.offset, follow.argval))
+            break
+    inside: set[str] = set()
+    outside: set[str] = set()
+    for ins in instructions:
+        if ins.opname in _STORE_NAMES and isinstance(ins.argval, str):
+            hidden = any(start < ins.offset < end for start, end in skipped)
+            (inside if hidden else outside).add(ins.argval)
+    return inside - outside
 
 
 def _nested_imports(code: CodeType, package: str) -> set[str]:
