@@ -16,7 +16,7 @@ try:
 except SystemExit:
     pass
 heavy = ("rpyc", "msgpack", "rich", "pydantic", "watchfiles", "tomllib")
-heavy += ("reloadctl.client.connection",)
+heavy += ("reloadctl.client.connection", "reloadctl.client.rollout")
 sys.__stdout__.write("\\n" + json.dumps(sorted(m for m in heavy if m in sys.modules)) + "\\n")
 """
 
@@ -50,6 +50,11 @@ def loaded(args: list[str], tmp_path: object) -> list[str]:
         (
             ["reload", "-H", "unix:///nonexistent/x.sock", "m"],
             ["msgpack", "reloadctl.client.connection", "rpyc"],
+        ),
+        # The rollout machinery only when a rollout option asks for it.
+        (
+            ["reload", "--canary", "1", "-H", "unix:///nonexistent/x.sock", "m"],
+            ["msgpack", "reloadctl.client.connection", "reloadctl.client.rollout", "rpyc"],
         ),
     ],
 )
