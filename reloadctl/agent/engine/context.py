@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from types import CodeType, FunctionType
 from typing import Any, Final
@@ -51,6 +52,18 @@ def defined_in(obj: Any, module: str, filename: str | None) -> bool:
         return False
     except Exception:  # noqa: BLE001 - a hostile class dict: not ours
         return False
+
+
+def is_typing_alias(obj: Any) -> bool:
+    """True for a ``typing`` generic alias (``Box[int]``, ``List[Box]``)."""
+    cls = type(obj)
+    return cls.__module__ == "typing" and "__origin__" in getattr(obj, "__dict__", ())
+
+
+def is_translatable(obj: Any) -> bool:
+    """True for a new object that ``Context.translate_containers`` can re-point: a plain
+    dict or list, a ``functools.partial``, a ``typing`` generic alias."""
+    return type(obj) in (dict, list, functools.partial) or is_typing_alias(obj)
 
 
 def hasattr_safe(obj: Any, name: str) -> bool:
@@ -138,6 +151,17 @@ class Context:
     def _translate(self, container: Any, depth: int) -> None:
         if depth > 2:
             return
+        if is_typing_alias(container):
+            # ``IntBox = Box[int]``: the alias must build instances of the live ``Box``
+            # (typing's aliases accept their dunders being set)
+            origin = self.memo.get(id(container.__origin__))
+            args = tuple(self.resolved(arg) for arg in container.__args__)
+            with contextlib.suppress(AttributeError, TypeError):
+                if origin is not None and origin is not container.__origin__:
+                    container.__origin__ = origin
+                if any(a is not b for a, b in zip(args, container.__args__, strict=True)):
+                    container.__args__ = args
+            return
         if type(container) is functools.partial:
             # ``p = partial(f, 1)``: the partial made by the new body holds the live ``f``;
             # its ``func`` is read-only, ``__setstate__`` is how pickle sets it
@@ -156,7 +180,7 @@ class Context:
             chosen = self.memo.get(id(value))
             if chosen is not None and chosen is not value:
                 container[key] = chosen
-            elif type(value) in (dict, list, functools.partial):
+            elif is_translatable(value):
                 self._translate(value, depth + 1)
 
     def made_here(self, obj: Any) -> bool:

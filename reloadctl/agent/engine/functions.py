@@ -16,9 +16,10 @@ Rules:
    function then behaves exactly like the freshly decorated one (``singledispatch``
    registries, decorator arguments). Live closures of nested functions (rule 4) keep their
    own state; only their code changes.
-6. The new object a kept function stood for is remembered (weakly): where the new body's
-   side effects kept it alive (``register(f)`` appending to another module's list), later
-   reloads patch it along with the kept function, so every entry runs the newest code.
+6. The new object a kept module-level function stood for is remembered (weakly): where the
+   new body's side effects kept it alive (``register(f)`` appending to another module's
+   list), later reloads patch it along with the kept function, so every entry runs the
+   newest code.
 """
 
 from __future__ import annotations
@@ -124,6 +125,11 @@ def _sync_aliases(ctx: Context, old: FunctionType, new: FunctionType) -> None:
                 continue
             ctx.undo.cell(alias_cell)
             alias_cell.cell_contents = value
+    if "." in new.__qualname__:
+        # methods and nested functions live and die with their (cyclic) class or closure:
+        # remembering them would keep patching garbage until the collector runs; what a
+        # decorator registers elsewhere is a module-level function
+        return
     if aliases is None:
         aliases = _ALIASES[old] = weakref.WeakSet()
     aliases.add(new)

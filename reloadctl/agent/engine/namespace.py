@@ -16,14 +16,19 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from functools import partial
 from types import CodeType, FunctionType, ModuleType
 from typing import Any, Final
 
 from reloadctl.agent.engine.adopt import adopt
 from reloadctl.agent.engine.classes import fix_instance
 from reloadctl.agent.engine.closures import patch_live_closures
-from reloadctl.agent.engine.context import AMBIGUOUS, Context, defined_in, is_definition
+from reloadctl.agent.engine.context import (
+    AMBIGUOUS,
+    Context,
+    defined_in,
+    is_definition,
+    is_translatable,
+)
 from reloadctl.agent.engine.resolve import Target
 from reloadctl.agent.engine.source import class_stores, definition_qualnames
 from reloadctl.agent.engine.undo import UndoLog
@@ -151,7 +156,7 @@ def apply_module(
                 chosen = adopt(ctx, value, None if old is _MISSING else old)
                 if chosen is not value:
                     ns[key] = chosen
-            elif type(value) in (dict, list, partial) and id(value) not in old_values:
+            elif is_translatable(value) and id(value) not in old_values:
                 ctx.containers.append(value)
             if old is _MISSING and key not in SPECIAL:
                 actions.append(Action("added", f"{name}.{key}"))

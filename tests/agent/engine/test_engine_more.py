@@ -759,3 +759,137 @@ def test_reloadlab_still_clean_after_probes() -> None:
     # sanity: the engine never left a lock or a module behind for other tests
     assert reload_modules([]) == []
     assert "asyncio" in sys.modules
+
+
+# ---------------------------------------------------------------- round two
+
+
+def test_cached_property_changed(kit: Kit) -> None:
+    # functools.cached_property: new instances compute with the new function; values cached
+    # in instances from before stay (they are instance state)
+    src = "import functools\nclass C:\n    @functools.cached_property\n    def p(self):\n        return {x}\n"
+    kit.write("m", src.format(x=1))
+    m = kit.load("m")
+    cached, fresh = m.C(), m.C()
+    assert cached.p == 1
+    kit.write("m", src.format(x=2))
+    kit.ok("m")
+    assert (cached.p, fresh.p, m.C().p) == (1, 2, 2)
+
+
+def test_generic_alias_of_kept_class(kit: Kit) -> None:
+    # typing.Generic: a module-level alias `IntBox = Box[int]` made by the new body must
+    # build instances of the live class
+    src = "import typing\nT = typing.TypeVar('T')\nclass Box(typing.Generic[T]):\n    def v(self):\n        return {x}\nIntBox = Box[int]\n"
+    kit.write("m", src.format(x=1))
+    m = kit.load("m")
+    Box, held = m.Box, m.IntBox
+    kit.write("m", src.format(x=2))
+    kit.ok("m")
+    made = m.IntBox()
+    assert (type(made) is Box, made.v(), type(held()) is Box, m.IntBox.__origin__ is Box) == (
+        True,
+        2,
+        True,
+        True,
+    )
+
+
+def test_method_moved_from_class_to_its_base(kit: Kit) -> None:
+    # IPython deduperreload: a method moves up to the base class of the same module
+    kit.write("m", "class B:\n    pass\nclass C(B):\n    def f(self):\n        return 'C1'\n")
+    m = kit.load("m")
+    o = m.C()
+    kit.write("m", "class B:\n    def f(self):\n        return 'B2'\nclass C(B):\n    pass\n")
+    kit.ok("m")
+    assert (o.f(), "f" in vars(m.C), m.B().f()) == ("B2", False, "B2")
+
+
+def test_typing_overload_definitions(kit: Kit) -> None:
+    # typing.overload: several defs of one qualname, the last one is the implementation
+    src = "import typing\n@typing.overload\ndef f(x: int) -> int: ...\n@typing.overload\ndef f(x: str) -> str: ...\ndef f(x):\n    return x * {k}\n"
+    kit.write("m", src.format(k=1))
+    m = kit.load("m")
+    f = m.f
+    kit.write("m", src.format(k=2))
+    kit.ok("m")
+    assert (f(2), f("a"), m.f is f) == (4, "aa", True)
+
+
+def test_lru_cache_on_method(kit: Kit) -> None:
+    # functools.lru_cache on a method: cache cleared, held bound method runs the new code
+    src = "import functools\nclass C:\n    @functools.lru_cache(maxsize=None)\n    def sq(self, v):\n        return v * {k}\n"
+    kit.write("m", src.format(k=1))
+    m = kit.load("m")
+    o = m.C()
+    sq = o.sq
+    assert sq(3) == 3
+    kit.write("m", src.format(k=10))
+    kit.ok("m")
+    assert (sq(3), o.sq(3)) == (30, 30)
+
+
+def test_exception_class_caught_by_other_module(kit: Kit) -> None:
+    # an `except m.Err` elsewhere still catches what the new code raises (identity kept)
+    kit.write("m", "class Err(Exception):\n    pass\ndef boom():\n    raise Err('v1')\n")
+    kit.write(
+        "user",
+        "import __P__m as m\ndef call():\n    try:\n        m.boom()\n    except m.Err as e:\n        return str(e)\n",
+    )
+    kit.load("m")
+    user = kit.load("user")
+    Err = user.m.Err
+    kit.write(
+        "m",
+        "class Err(Exception):\n    def __str__(self):\n        return 'custom'\ndef boom():\n    raise Err('v2')\n",
+    )
+    kit.ok("m")
+    assert (user.call(), user.m.Err is Err) == ("custom", True)
+
+
+def test_dataclass_post_init_and_field_default_changed(kit: Kit) -> None:
+    # dataclasses: __post_init__ and a plain default changed; old instances keep their data
+    src = "import dataclasses\n@dataclasses.dataclass\nclass D:\n    a: int = {a}\n    def __post_init__(self):\n        self.b = self.a * {k}\n"
+    kit.write("m", src.format(a=1, k=1))
+    m = kit.load("m")
+    D, old = m.D, m.D()
+    kit.write("m", src.format(a=5, k=10))
+    kit.ok("m")
+    new = D()
+    assert (old.a, old.b, new.a, new.b, m.D is D) == (1, 1, 5, 50, True)
+
+
+def test_module_partial_in_registry_dict(kit: Kit) -> None:
+    # module-level containers holding partials and functions refer to the live functions
+    kit.write(
+        "m",
+        "import functools\ndef f(a, b):\n    return a + b\nROUTES = {'x': functools.partial(f, 1), 'y': f}\n",
+    )
+    m = kit.load("m")
+    f = m.f
+    kit.write(
+        "m",
+        "import functools\ndef f(a, b):\n    return a - b\nROUTES = {'x': functools.partial(f, 1), 'y': f}\n",
+    )
+    kit.ok("m")
+    assert (m.ROUTES["x"].func is f, m.ROUTES["y"] is f, m.ROUTES["x"](5)) == (True, True, -4)
+
+
+def test_class_with_init_subclass_kwargs(kit: Kit) -> None:
+    # __init_subclass__ keyword arguments change: the kept subclass gets the new attributes
+    src = "class Base:\n    def __init_subclass__(cls, tag='', **kw):\n        super().__init_subclass__(**kw)\n        cls.tag = tag\nclass A(Base, tag={t!r}):\n    pass\n"
+    kit.write("m", src.format(t="one"))
+    m = kit.load("m")
+    A = m.A
+    kit.write("m", src.format(t="two"))
+    kit.ok("m")
+    assert (A.tag, m.A is A) == ("two", True)
+
+
+def test_type_checking_else_branch_is_bound(kit: Kit) -> None:
+    # `if TYPE_CHECKING: ... else: X = ...`: the else branch runs at run time
+    kit.write("m", "X = 1\nY = 1\n")
+    m = kit.load("m")
+    kit.write("m", "import typing\nif typing.TYPE_CHECKING:\n    X = 0\nelse:\n    Y = 2\n")
+    kit.ok("m")
+    assert (hasattr(m, "X"), m.Y) == (False, 2)
