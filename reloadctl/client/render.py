@@ -122,8 +122,13 @@ def summarize(statuses: Iterable[str]) -> dict[str, int]:
     counts: dict[str, int] = {}
     for s in statuses:
         counts[s] = counts.get(s, 0) + 1
-    ordered: dict[str, int] = {s: counts.pop(s) for s in _STATUS_ORDER if s in counts}
-    ordered.update(sorted(counts.items()))
+    return _ordered(counts)
+
+
+def _ordered(counts: dict[str, int]) -> dict[str, int]:
+    rest = dict(counts)
+    ordered: dict[str, int] = {s: rest.pop(s) for s in _STATUS_ORDER if s in rest}
+    ordered.update(sorted(rest.items()))
     return ordered
 
 
@@ -213,6 +218,9 @@ class Renderer:
         self.records: list[dict[str, object]] = []
         self.outcomes: list[Outcome] = []
         self._started = time.monotonic()
+        # status -> records so far, for the live line (recounting every record per outcome
+        # would make a large fleet's progress quadratic)
+        self._counts: dict[str, int] = {}
 
     def records_of(self, outcome: Outcome) -> list[dict[str, object]]:
         """The records of one outcome (rule 1)."""
@@ -225,6 +233,9 @@ class Renderer:
         self.outcomes.append(outcome)
         records = self.records_of(outcome)
         self.records.extend(records)
+        for r in records:
+            status = str(r["status"])
+            self._counts[status] = self._counts.get(status, 0) + 1
         if self.output == "ndjson":
             for r in records:
                 self.out.write(json.dumps(r, separators=(",", ":")) + "\n")
@@ -236,7 +247,7 @@ class Renderer:
             return
         n = len(self.outcomes)
         if self.live:
-            summary = summarize(str(r["status"]) for r in self.records)
+            summary = _ordered(self._counts)
             self.err.write(f"\r\x1b[K[{n}/{self.total}] {_recap(summary)}")
         else:
             if self.kind == "agents" or not outcome.results:
