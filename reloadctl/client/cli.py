@@ -679,7 +679,11 @@ def reload(
         bool, typer.Option("--dry-run", "-n", help="Validate and plan only; change nothing.")
     ] = False,
     dependents: Annotated[
-        bool, typer.Option("--dependents", help="Also reload modules that import these.")
+        bool,
+        typer.Option(
+            "--dependents",
+            help="Also rebind `from MODULE import name` copies held by other loaded modules.",
+        ),
     ] = False,
     canary: Annotated[
         int, typer.Option("--canary", help="Reload this many targets first, as one batch.")
