@@ -12,12 +12,15 @@ Rules:
 4. Qualnames containing ``<lambda>`` or ``<locals>``, and qualnames several old objects
    share (``typing._NamedTuple`` and the function ``NamedTuple``), are not unique: such an
    object only matches the old object bound at the same place (module name or member).
+5. A plain object the new body binds at top level that holds functions of the module as
+   attributes (click commands, task objects) has them matched against the attributes of
+   the object the name held before, so the object held from before runs the new code.
 """
 
 from __future__ import annotations
 
 from types import FunctionType
-from typing import Any
+from typing import Any, Final
 
 from reloadctl.agent.engine.classes import adopt_class, fix_new_class
 from reloadctl.agent.engine.context import AMBIGUOUS, Context, hasattr_safe
@@ -73,6 +76,40 @@ def adopt(ctx: Context, new: Any, hint: Any = None) -> Any:
     )
     _fix_new(ctx, new)
     return new
+
+
+#: Bound on the attributes of one object looked at by ``adopt_attributes``.
+_MAX_ATTRIBUTES: Final = 64
+
+
+def adopt_attributes(ctx: Context, new: Any, old: Any) -> dict[str, Any] | None:
+    """Rule 5: patch the old functions an object made by the new body holds as attributes.
+
+    ``new`` is a plain object bound at top level (``hello = Command(hello)``, ``app =
+    App()``), ``old`` what that name held before. Each function of this module in
+    ``new.__dict__`` is matched to the function under the same attribute of ``old`` (or by
+    qualname) and patched in place, and ``new`` then holds the kept function. Returns
+    ``new.__dict__`` (for the caller to translate what it holds), or None when ``new`` has
+    no plain instance dict.
+    """
+    try:
+        attrs = object.__getattribute__(new, "__dict__")
+    except AttributeError:
+        return None
+    if type(attrs) is not dict or isinstance(new, type) or len(attrs) > _MAX_ATTRIBUTES:
+        return None
+    try:
+        old_attrs = object.__getattribute__(old, "__dict__") if old is not None else {}
+    except AttributeError:
+        old_attrs = {}
+    if type(old_attrs) is not dict:
+        old_attrs = {}
+    for key, value in list(attrs.items()):
+        if isinstance(value, FunctionType) and ctx.made_here(value):
+            chosen = adopt(ctx, value, old_attrs.get(key))
+            if chosen is not value:
+                attrs[key] = chosen
+    return attrs
 
 
 def _fix_new(ctx: Context, new: Any) -> None:

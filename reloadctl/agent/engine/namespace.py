@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from types import CodeType, FunctionType, ModuleType
 from typing import Any, Final
 
-from reloadctl.agent.engine.adopt import adopt
+from reloadctl.agent.engine.adopt import adopt, adopt_attributes
 from reloadctl.agent.engine.classes import fix_instance
 from reloadctl.agent.engine.closures import patch_live_closures
 from reloadctl.agent.engine.context import (
@@ -158,6 +158,10 @@ def apply_module(
                     ns[key] = chosen
             elif is_translatable(value) and id(value) not in old_values:
                 ctx.containers.append(value)
+            elif id(value) not in old_values and not isinstance(value, ModuleType):
+                held = adopt_attributes(ctx, value, None if old is _MISSING else old)
+                if held is not None:
+                    ctx.containers.append(held)
             if old is _MISSING and key not in SPECIAL:
                 actions.append(Action("added", f"{name}.{key}"))
             elif old is not _MISSING and _value_changed(key, old, value):

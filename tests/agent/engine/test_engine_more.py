@@ -893,3 +893,49 @@ def test_type_checking_else_branch_is_bound(kit: Kit) -> None:
     kit.write("m", "import typing\nif typing.TYPE_CHECKING:\n    X = 0\nelse:\n    Y = 2\n")
     kit.ok("m")
     assert (hasattr(m, "X"), m.Y) == (False, 2)
+
+
+def test_object_holding_the_function_like_click_command(kit: Kit) -> None:
+    # jurigged (patches code wherever it is held) / click, celery, typer: a decorator that
+    # returns an object keeping the function as an attribute; the object held from before
+    # must run the new code
+    kit.write(
+        "cli",
+        "class Command:\n    def __init__(self, fn):\n        self.callback = fn\n    def __call__(self):\n        return self.callback()\n",
+    )
+    src = "from __P__cli import Command\n@Command\ndef hello():\n    return {x}\n"
+    kit.write("m", src.format(x=1))
+    kit.load("cli")
+    m = kit.load("m")
+    held = m.hello
+    kit.write("m", src.format(x=2))
+    kit.ok("m")
+    assert (held(), m.hello(), m.hello.callback is held.callback) == (2, 2, True)
+
+
+def test_dunder_new_and_class_getitem_changed(kit: Kit) -> None:
+    # implicit staticmethod (__new__) and classmethod (__class_getitem__) members
+    src = "class C:\n    def __new__(cls, *a):\n        o = super().__new__(cls)\n        o.tag = {x}\n        return o\n    def __class_getitem__(cls, item):\n        return (cls.__name__, item, {x})\n"
+    kit.write("m", src.format(x=1))
+    m = kit.load("m")
+    C = m.C
+    kit.write("m", src.format(x=2))
+    kit.ok("m")
+    assert (C().tag, C[int], m.C is C) == (2, ("C", int, 2), True)
+
+
+def test_module_level_instance_attribute_functions_are_live(kit: Kit) -> None:
+    # a router object made by the new body holds the functions its decorator saw: they are
+    # the live functions (like a fresh import, `app.routes['/'] is m.index`)
+    kit.write(
+        "web",
+        "class App:\n    def __init__(self):\n        self.routes = {}\n    def route(self, path):\n        def deco(fn):\n            self.routes[path] = fn\n            return fn\n        return deco\n",
+    )
+    src = "from __P__web import App\napp = App()\n@app.route('/')\ndef index():\n    return {x}\n"
+    kit.write("m", src.format(x=1))
+    kit.load("web")
+    m = kit.load("m")
+    index = m.index
+    kit.write("m", src.format(x=2))
+    kit.ok("m")
+    assert (m.app.routes["/"](), m.app.routes["/"] is index, index is m.index) == (2, True, True)
