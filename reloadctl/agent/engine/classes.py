@@ -20,8 +20,12 @@ Rules:
 from __future__ import annotations
 
 import abc
+import contextlib
 import enum
+import functools
 import logging
+import operator
+import types
 from collections.abc import Callable
 from types import FunctionType, GetSetDescriptorType, MemberDescriptorType
 from typing import Any, Final
@@ -117,7 +121,7 @@ def adopt_class(ctx: Context, old: type, new: type, adopt: Adopt) -> type:
     record_class(ctx, old)
     copy_members(ctx, old, new, adopt, skip=frozenset())
     _refresh_abc(ctx, old, new, adopt)
-    _rebuild_pydantic(ctx, old, new)
+    _rebuild_pydantic(ctx, old, new, adopt)
     return old
 
 
@@ -326,13 +330,22 @@ def _update_abstract(ctx: Context, cls: type) -> None:
             continue
 
 
-def _rebuild_pydantic(ctx: Context, old: type, new: type) -> None:
-    """A pydantic model's validator was built for the new class: rebuild it for the old."""
+def _rebuild_pydantic(ctx: Context, old: type, new: type, adopt: Adopt) -> None:
+    """A pydantic model's validator was built for the new class: rebuild it for the old,
+    with field types naming the live classes (``a: A`` validates into the kept ``A``)."""
     rebuild = getattr(old, "model_rebuild", None)
     if "__pydantic_validator__" not in new.__dict__ or not callable(rebuild):
         return
     if not new.__dict__.get("__pydantic_complete__", False):
         return  # not a finished model (pydantic's own BaseModel, or one awaiting rebuild)
+    fields = new.__dict__.get("__pydantic_fields__")
+    # the field infos are the new class's own objects: changing them changes nothing old
+    for info in fields.values() if isinstance(fields, dict) else ():
+        annotation = getattr(info, "annotation", None)
+        live = _live_type(ctx, annotation, adopt)
+        if live is not annotation:
+            with contextlib.suppress(Exception):
+                info.annotation = live
     try:
         rebuild(force=True)
     except Exception as exc:  # the class works; validation may make new-class objects
@@ -341,6 +354,29 @@ def _rebuild_pydantic(ctx: Context, old: type, new: type) -> None:
             f"{ctx.label(old.__qualname__)}: pydantic model could not be rebuilt on the old "
             f"class ({type(exc).__name__}); validation may create instances of the new class"
         )
+
+
+def _live_type(ctx: Context, hint: Any, adopt: Adopt, depth: int = 0) -> Any:
+    """A type hint with the new classes it names replaced by the classes kept (``A``,
+    ``list[A]``, ``Optional[A]``, ``A | None``); ``hint`` itself when nothing changes."""
+    # ``isinstance(list[A], type)`` is True on 3.10: look at the real type first
+    if type(hint) is not types.GenericAlias and isinstance(hint, type):
+        return resolve(ctx, hint, adopt)
+    args = getattr(hint, "__args__", None)
+    if depth > 3 or not isinstance(args, tuple) or not args:
+        return hint
+    live = tuple(_live_type(ctx, arg, adopt, depth + 1) for arg in args)
+    if all(a is b for a, b in zip(live, args, strict=True)):
+        return hint
+    try:
+        if isinstance(hint, types.GenericAlias):
+            return types.GenericAlias(hint.__origin__, live)  # type: ignore[arg-type]
+        if isinstance(hint, types.UnionType):
+            return functools.reduce(operator.or_, live)
+        copy_with = getattr(hint, "copy_with", None)
+        return copy_with(live) if callable(copy_with) else hint
+    except Exception:  # noqa: BLE001 - an exotic hint: validation keeps the new class
+        return hint
 
 
 def fix_instance(ctx: Context, value: Any) -> None:

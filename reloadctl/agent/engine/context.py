@@ -60,10 +60,14 @@ def is_typing_alias(obj: Any) -> bool:
     return cls.__module__ == "typing" and "__origin__" in getattr(obj, "__dict__", ())
 
 
+#: Types ``Context.translated`` never looks into.
+_ATOMS: Final = frozenset({str, bytes, int, float, bool, type(None), complex})
+
+
 def is_translatable(obj: Any) -> bool:
-    """True for a new object that ``Context.translate_containers`` can re-point: a plain
-    dict or list, a ``functools.partial``, a ``typing`` generic alias."""
-    return type(obj) in (dict, list, functools.partial) or is_typing_alias(obj)
+    """True for a new object that ``Context.translate_containers`` can re-point in place: a
+    plain dict, list or set, a ``functools.partial``, a ``typing`` generic alias."""
+    return type(obj) in (dict, list, set, functools.partial) or is_typing_alias(obj)
 
 
 def hasattr_safe(obj: Any, name: str) -> bool:
@@ -135,11 +139,12 @@ class Context:
         return self.memo.get(id(obj), obj)
 
     def translate_containers(self) -> None:
-        """Make new dicts and lists, and function defaults, refer to the objects kept
-        instead of the new objects they stand for (``ROUTES = {"/": index}`` then holds the
-        live ``index``, ``def g(cb=f)`` the live ``f``)."""
+        """Make new containers, and function defaults, refer to the objects kept instead of
+        the new objects they stand for (``ROUTES = {"/": index}`` then holds the live
+        ``index``, ``def g(cb=f)`` the live ``f``, ``{Color.RED: 1}`` the live member as
+        its key)."""
         for container in self.containers:
-            self._translate(container, 0)
+            self.translated(container)
         for fn in self.functions:
             defaults = fn.__defaults__
             if defaults and any(id(v) in self.memo for v in defaults):
@@ -148,40 +153,61 @@ class Context:
             if kwdefaults and any(id(v) in self.memo for v in kwdefaults.values()):
                 fn.__kwdefaults__ = {k: self.resolved(v) for k, v in kwdefaults.items()}
 
-    def _translate(self, container: Any, depth: int) -> None:
-        if depth > 2:
-            return
-        if is_typing_alias(container):
-            # ``IntBox = Box[int]``: the alias must build instances of the live ``Box``
-            # (typing's aliases accept their dunders being set)
-            origin = self.memo.get(id(container.__origin__))
-            args = tuple(self.resolved(arg) for arg in container.__args__)
-            with contextlib.suppress(AttributeError, TypeError):
-                if origin is not None and origin is not container.__origin__:
-                    container.__origin__ = origin
-                if any(a is not b for a, b in zip(args, container.__args__, strict=True)):
-                    container.__args__ = args
-            return
-        if type(container) is functools.partial:
+    def translated(self, obj: Any, depth: int = 0) -> Any:
+        """``obj`` referring to the objects kept: a new object is replaced by the one
+        standing for it; lists, dicts (values and keys), sets, partials and typing aliases
+        are changed in place; tuples and frozensets are rebuilt and the rebuilt one is
+        returned (the caller rebinds it). Three levels deep at most."""
+        chosen = self.memo.get(id(obj))
+        if chosen is not None:
+            return chosen
+        kind = type(obj)
+        if depth > 2 or kind in _ATOMS:
+            return obj
+        if kind is list:
+            for index, value in enumerate(obj):
+                new = self.translated(value, depth + 1)
+                if new is not value:
+                    obj[index] = new
+        elif kind is dict:
+            for key, value in list(obj.items()):
+                new = self.translated(value, depth + 1)
+                if new is not value:
+                    obj[key] = new
+            if any(id(key) in self.memo for key in obj):
+                pairs = [(self.resolved(key), value) for key, value in obj.items()]
+                obj.clear()  # keeps the order; the dict is the new body's own
+                obj.update(pairs)
+        elif kind is set:
+            if any(id(item) in self.memo for item in obj):
+                members = [self.resolved(item) for item in obj]
+                obj.clear()
+                obj.update(members)
+        elif kind is tuple:
+            rebuilt = tuple(self.translated(value, depth + 1) for value in obj)
+            if any(a is not b for a, b in zip(rebuilt, obj, strict=True)):
+                return rebuilt
+        elif kind is frozenset:
+            if any(id(item) in self.memo for item in obj):
+                return frozenset(self.resolved(item) for item in obj)
+        elif kind is functools.partial:
             # ``p = partial(f, 1)``: the partial made by the new body holds the live ``f``;
             # its ``func`` is read-only, ``__setstate__`` is how pickle sets it
-            chosen = self.memo.get(id(container.func))
-            if chosen is not None and chosen is not container.func:
-                state = container.__reduce__()[2]
-                container.__setstate__((chosen, *state[1:]))  # type: ignore[attr-defined]
-            return
-        if isinstance(container, dict):
-            items: list[tuple[Any, Any]] = list(container.items())
-        elif isinstance(container, list):
-            items = list(enumerate(container))
-        else:
-            return
-        for key, value in items:
-            chosen = self.memo.get(id(value))
-            if chosen is not None and chosen is not value:
-                container[key] = chosen
-            elif is_translatable(value):
-                self._translate(value, depth + 1)
+            func = self.memo.get(id(obj.func))
+            if func is not None and func is not obj.func:
+                state = obj.__reduce__()[2]
+                obj.__setstate__((func, *state[1:]))
+        elif is_typing_alias(obj):
+            # ``IntBox = Box[int]``: the alias must build instances of the live ``Box``
+            # (typing's aliases accept their dunders being set)
+            origin = self.memo.get(id(obj.__origin__))
+            args = tuple(self.resolved(arg) for arg in obj.__args__)
+            with contextlib.suppress(AttributeError, TypeError):
+                if origin is not None and origin is not obj.__origin__:
+                    obj.__origin__ = origin
+                if any(a is not b for a, b in zip(args, obj.__args__, strict=True)):
+                    obj.__args__ = args
+        return obj
 
     def made_here(self, obj: Any) -> bool:
         """True for a function or class this reload's execution created from the module's

@@ -181,6 +181,12 @@ def apply_module(
             if chosen is not None and chosen is not value:
                 ns[key] = chosen
         ctx.translate_containers()
+        for key, value in list(ns.items()):
+            # ``ERRORS = (Err, KeyError)``: immutable containers are rebuilt and rebound
+            if type(value) in (tuple, frozenset) and id(value) not in old_values:
+                rebuilt = ctx.translated(value)
+                if rebuilt is not value:
+                    ns[key] = rebuilt
         patch_live_closures(ctx)
         defined = _defined(target, snapshot, ns)
         pruned = _prune(target, previously_defined, snapshot, defined, ns)

@@ -939,3 +939,47 @@ def test_module_level_instance_attribute_functions_are_live(kit: Kit) -> None:
     kit.write("m", src.format(x=2))
     kit.ok("m")
     assert (m.app.routes["/"](), m.app.routes["/"] is index, index is m.index) == (2, True, True)
+
+
+def test_enum_members_as_keys_and_in_sets_and_tuples(kit: Kit) -> None:
+    # fresh import: `PRICES[Color.RED]` works with the live member; members in sets and
+    # tuples made by the new body are the live members
+    src = "import enum\nclass Color(enum.Enum):\n    RED = 1\n    GREEN = 2\nPRICES = {{Color.RED: {x}}}\nWARM = {{Color.RED}}\nORDER = (Color.GREEN, Color.RED)\nNESTED = {{'order': (Color.RED,)}}\n"
+    kit.write("m", src.format(x=1))
+    m = kit.load("m")
+    red = m.Color.RED
+    kit.write("m", src.format(x=2))
+    kit.ok("m")
+    assert m.Color.RED is red
+    assert (m.PRICES[red], red in m.WARM, m.ORDER[1] is red, m.NESTED["order"][0] is red) == (
+        2,
+        True,
+        True,
+        True,
+    )
+
+
+def test_exception_tuple_catches_live_class(kit: Kit) -> None:
+    # `except ERRORS:` with a module-level tuple of the module's own exception classes
+    src = "class Err(Exception):\n    pass\nERRORS = (Err, KeyError)\ndef boom():\n    raise Err({x!r})\ndef safe():\n    try:\n        boom()\n    except ERRORS as e:\n        return str(e)\n"
+    kit.write("m", src.format(x="v1"))
+    m = kit.load("m")
+    Err = m.Err
+    kit.write("m", src.format(x="v2"))
+    kit.ok("m")
+    assert (m.safe(), m.ERRORS[0] is Err) == ("v2", True)
+
+
+def test_pydantic_nested_models_keep_classes(kit: Kit) -> None:
+    # pydantic v2: a model field typed with another model of the module validates into the
+    # live class after the reload
+    pytest.importorskip("pydantic")
+    src = "import typing\nimport pydantic\nclass A(pydantic.BaseModel):\n    x: int\n    def tag(self):\n        return {t!r}\nclass B(pydantic.BaseModel):\n    a: A\n    many: list[A] = []\n    maybe: typing.Optional[A] = None\n    either: A | None = None\n"
+    kit.write("m", src.format(t="one"))
+    m = kit.load("m")
+    A, B = m.A, m.B
+    kit.write("m", src.format(t="two"))
+    kit.ok("m")
+    b = m.B(a={"x": 1}, many=[{"x": 2}], maybe={"x": 3}, either={"x": 4})
+    assert (m.A is A, m.B is B, type(b.a) is A, b.a.tag()) == (True, True, True, "two")
+    assert [type(v) is A for v in (b.many[0], b.maybe, b.either)] == [True, True, True]
