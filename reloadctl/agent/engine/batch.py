@@ -140,7 +140,13 @@ def _dry_run(item: Target | ModuleResult, ms: float, proven: bool) -> ModuleResu
         actions = plan_actions(item, _previously_defined(item, record))
     except Exception as exc:  # noqa: BLE001 - report, never raise for one module
         return failure(item.name, exc, duration_ms=ms + _ms(start))
-    return ModuleResult(item.name, RELOADED, actions=actions, duration_ms=ms + _ms(start))
+    return ModuleResult(
+        item.name,
+        RELOADED,
+        actions=actions,
+        warnings=item.compile_warnings,
+        duration_ms=ms + _ms(start),
+    )
 
 
 def _is_unchanged(target: Target, record: history.ModuleRecord | None) -> bool:
@@ -278,7 +284,7 @@ def _apply_batch(
             code=t.code.code,
         )
         actions = applied.actions + tuple(more_actions.get(t.name, ()))
-        warnings = applied.warnings + tuple(more_warnings.get(t.name, ()))
+        warnings = t.compile_warnings + applied.warnings + tuple(more_warnings.get(t.name, ()))
         results[t.name] = ModuleResult(t.name, RELOADED, None, actions, warnings, spent[t.name])
     return [results[name] for name in requested]
 

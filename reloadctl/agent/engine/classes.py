@@ -30,7 +30,7 @@ from collections.abc import Callable
 from types import FunctionType, GetSetDescriptorType, MemberDescriptorType
 from typing import Any, Final
 
-from reloadctl.agent.engine.context import Context
+from reloadctl.agent.engine.context import Context, is_translatable
 from reloadctl.agent.engine.functions import repoint_member, same
 
 log = logging.getLogger(__name__)
@@ -172,8 +172,10 @@ def copy_members(ctx: Context, old: type, new: type, adopt: Adopt, *, skip: froz
             )
             continue
         repoint_member(ctx, chosen)
-        if type(chosen) in (dict, list):
+        if is_translatable(chosen):
             ctx.containers.append(chosen)
+        elif type(chosen) in (tuple, frozenset):
+            ctx.class_immutables.append((old, key))
         elif not _is_code(chosen) and not isinstance(chosen, type):
             ctx.instances.append(chosen)
         type.__setattr__(old, key, chosen)

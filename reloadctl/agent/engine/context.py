@@ -97,6 +97,8 @@ class Context:
         self.claimed: set[int] = set()
         #: new dicts/lists whose items may refer to new objects that old ones stand for.
         self.containers: list[Any] = []
+        #: (kept class, attribute) holding a new tuple/frozenset, rebuilt and set again.
+        self.class_immutables: list[tuple[type, str]] = []
         #: class qualname -> names the old class body bound, when the old code is known.
         self.old_members: dict[str, frozenset[str]] | None = None
         #: qualnames the new module code defines with ``def``/``class`` (static analysis).
@@ -145,6 +147,12 @@ class Context:
         its key)."""
         for container in self.containers:
             self.translated(container)
+        for cls, key in self.class_immutables:
+            # the class dict was recorded before its first change: undo restores this too
+            value = cls.__dict__.get(key)
+            rebuilt = self.translated(value)
+            if rebuilt is not value:
+                type.__setattr__(cls, key, rebuilt)
         for fn in self.functions:
             defaults = fn.__defaults__
             if defaults and any(id(v) in self.memo for v in defaults):

@@ -24,6 +24,7 @@ from typing import Any, Final
 
 from reloadctl.agent.engine.functions import same
 from reloadctl.agent.engine.resolve import Target
+from reloadctl.agent.engine.source import silenced_warnings
 
 _MISSING: Final = object()
 _METHOD_DECORATORS: Final = frozenset(
@@ -67,7 +68,8 @@ class _NotProven(Exception):
 def proven_unchanged(target: Target) -> bool:
     """True only when rules 1-3 prove the source defines exactly what is live."""
     try:
-        tree = ast.parse(target.source.text)
+        with silenced_warnings():  # compile_module already reported them
+            tree = ast.parse(target.source.text)
         return _Prover(target).module(tree)
     except Exception:  # noqa: BLE001 - _NotProven, or anything odd in the live objects
         return False

@@ -49,6 +49,8 @@ class Target:
     code: ModuleCode
     #: The code the module was imported with, when its bytecode cache still holds it.
     imported: ModuleCode | None = None
+    #: What the compiler warned about in the new source (reported, never shown).
+    compile_warnings: tuple[str, ...] = ()
 
 
 def failure(name: str, exc: BaseException, *, duration_ms: float = 0.0) -> ModuleResult:
@@ -195,10 +197,10 @@ def _prepare(name: str, allow: Sequence[str] | None) -> Target | ModuleResult:
         return refusal(name, f"{name} has no Python source (loaded from {spec.origin})")
     filename = spec.origin if isinstance(spec.origin, str) else f"<{name}>"
     try:
-        code = compile_module(source.text, filename)
+        code, compile_warnings = compile_module(source.text, filename)
     except Exception as exc:  # noqa: BLE001 - SyntaxError, ValueError (NUL), RecursionError
         return failure(name, exc)
     package = name if spec.submodule_search_locations is not None else name.rpartition(".")[0]
     old = imported_code(module, source.text.encode("utf-8", "surrogateescape"))
     imported = analyse(old, package) if old is not None else None
-    return Target(name, module, spec, source, analyse(code, package), imported)
+    return Target(name, module, spec, source, analyse(code, package), imported, compile_warnings)

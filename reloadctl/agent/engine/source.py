@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import dis
 import hashlib
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from types import CodeType
 from typing import Any, Final
@@ -61,9 +64,32 @@ def read_source(loader: Any, name: str) -> Source | None:
     return Source(text, digest_text(text))
 
 
-def compile_module(text: str, filename: str) -> CodeType:
-    """Compile a module body with only its own ``__future__`` flags (never the engine's)."""
-    return compile(text, filename, "exec", flags=0, dont_inherit=True)
+def compile_module(text: str, filename: str) -> tuple[CodeType, tuple[str, ...]]:
+    """Compile a module body with only its own ``__future__`` flags (never the engine's).
+
+    Returns the code and the warnings the compiler gave (``SyntaxWarning: invalid escape
+    sequence``...) as text for the report: they are never shown through the host's
+    ``warnings`` (that would print on its stderr, or raise under ``-W error``).
+    """
+    with silenced_warnings() as caught:
+        code = compile(text, filename, "exec", flags=0, dont_inherit=True)
+    seen: dict[str, None] = {}
+    for item in caught:
+        seen.setdefault(f"{filename}:{item.lineno}: {item.category.__name__}: {item.message}")
+    return code, tuple(seen)
+
+
+@contextlib.contextmanager
+def silenced_warnings() -> Iterator[list[warnings.WarningMessage]]:
+    """Record the warnings raised inside the block instead of showing them.
+
+    ``catch_warnings`` swaps process-wide state: a warning another thread raises during
+    the block (a compile takes milliseconds) is recorded here instead of shown. That is
+    the lesser evil next to printing the agent's warnings on the host's stderr.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield caught
 
 
 _OP_STORE: Final = frozenset(

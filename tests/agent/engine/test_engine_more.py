@@ -983,3 +983,52 @@ def test_pydantic_nested_models_keep_classes(kit: Kit) -> None:
     b = m.B(a={"x": 1}, many=[{"x": 2}], maybe={"x": 3}, either={"x": 4})
     assert (m.A is A, m.B is B, type(b.a) is A, b.a.tag()) == (True, True, True, "two")
     assert [type(v) is A for v in (b.many[0], b.maybe, b.either)] == [True, True, True]
+
+
+def test_class_level_tuples_and_sets_name_live_objects(kit: Kit) -> None:
+    # class attributes holding the module's classes in tuples/sets (`retry_on = (Err,)`)
+    src = "class Err(Exception):\n    pass\nclass Job:\n    retry_on = (Err, KeyError)\n    kinds = {{Err}}\n    def run(self):\n        try:\n            raise Err({x})\n        except self.retry_on:\n            return 'retried'\n"
+    kit.write("m", src.format(x=1))
+    m = kit.load("m")
+    Err, o = m.Err, m.Job()
+    kit.write("m", src.format(x=2))
+    kit.ok("m")
+    assert (o.run(), m.Job.retry_on[0] is Err, Err in m.Job.kinds) == ("retried", True, True)
+
+
+def test_dataclass_default_is_live_enum_member(kit: Kit) -> None:
+    # dataclass field default naming an enum member of the same module
+    src = "import dataclasses, enum\nclass Color(enum.Enum):\n    RED = 1\n@dataclasses.dataclass\nclass D:\n    color: Color = Color.RED\n    n: int = {n}\n"
+    kit.write("m", src.format(n=1))
+    m = kit.load("m")
+    red = m.Color.RED
+    kit.write("m", src.format(n=2))
+    kit.ok("m")
+    d = m.D()
+    assert (d.color is red, d.n, m.D.color is red) == (True, 2, True)
+
+
+def test_singledispatchmethod_in_class(kit: Kit) -> None:
+    # functools.singledispatchmethod: registrations follow the new class body
+    src = "import functools\nclass C:\n    @functools.singledispatchmethod\n    def f(self, x):\n        return 'obj'\n    @f.register\n    def _(self, x: int):\n        return {r!r}\n"
+    kit.write("m", src.format(r="int1"))
+    m = kit.load("m")
+    o = m.C()
+    kit.write("m", src.format(r="int2"))
+    kit.ok("m")
+    assert (o.f(1), o.f("s")) == ("int2", "obj")
+
+
+def test_compile_warnings_are_reported_not_printed(
+    kit: Kit, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # the agent never writes on the host's stderr: a SyntaxWarning/DeprecationWarning of
+    # compiling the new source (invalid escape) goes into the result's warnings
+    kit.write("m", "X = 1\n")
+    m = kit.load("m")
+    kit.write("m", "X = 2\nBAD = '\\d'\n")  # the file says '\d': an invalid escape
+    r = kit.ok("m")
+    assert m.X == 2
+    assert any("escape" in w for w in r.warnings), r.warnings
+    out, err = capfd.readouterr()
+    assert (out, err) == ("", "")

@@ -10,7 +10,7 @@ from reloadctl.agent.engine.source import analyse, compile_module, function_code
 
 
 def _analyse(src: str, package: str = "pkg"):  # type: ignore[no-untyped-def]
-    return analyse(compile_module(textwrap.dedent(src), "<test>"), package)
+    return analyse(compile_module(textwrap.dedent(src), "<test>")[0], package)
 
 
 def test_stores_and_imports() -> None:
@@ -59,10 +59,16 @@ def test_many_names_use_extended_args() -> None:
 
 
 def test_function_codes_paths_skip_comprehensions() -> None:
-    code = compile_module(
+    code, _warnings = compile_module(
         "def outer():\n    a = [i for i in range(3)]\n    def inner():\n        return lambda: 1\n    return inner\n",
         "<t>",
     )
     (outer,) = [c for c in code.co_consts if hasattr(c, "co_name") and c.co_name == "outer"]
     paths = set(function_codes(outer))
     assert paths == {"inner#0", "inner#0/<lambda>#0"}
+
+
+def test_compile_warnings_are_returned_not_shown() -> None:
+    code, warned = compile_module("X = '\\d'\n", "<w>")
+    assert code.co_filename == "<w>"
+    assert len(warned) == 1 and "invalid escape sequence" in warned[0]
