@@ -1032,3 +1032,70 @@ def test_compile_warnings_are_reported_not_printed(
     assert any("escape" in w for w in r.warnings), r.warnings
     out, err = capfd.readouterr()
     assert (out, err) == ("", "")
+
+
+def test_failed_reload_undoes_abc_registrations_and_abstract_updates(kit: Kit) -> None:
+    # all or nothing: a failing __reload__ takes back the ABC registry merge and the
+    # abstract-method recomputation of subclasses in other modules
+    kit.write(
+        "base",
+        "import abc\nclass A(abc.ABC):\n    @abc.abstractmethod\n    def f(self): ...\nclass X:\n    pass\n",
+    )
+    kit.write(
+        "impl", "from __P__base import A\nclass Impl(A):\n    def f(self):\n        return 1\n"
+    )
+    base = kit.load("base")
+    impl = kit.load("impl")
+    x = base.X()
+    kit.write(
+        "base",
+        "import abc\nclass A(abc.ABC):\n    @abc.abstractmethod\n    def f(self): ...\n    @abc.abstractmethod\n    def g(self): ...\nclass X:\n    pass\nA.register(X)\ndef __reload__(old):\n    raise RuntimeError('no')\n",
+    )
+    r = kit.reload_one("base")
+    assert r.status == "failed"
+    assert (isinstance(x, base.A), impl.Impl().f(), base.A.__abstractmethods__) == (
+        False,
+        1,
+        frozenset({"f"}),
+    )
+
+
+def test_failed_reload_undoes_registry_alias_sync(kit: Kit) -> None:
+    # all or nothing: entries registered by an earlier reload go back with the kept function
+    kit.write("reg", "HANDLERS = []\ndef register(fn):\n    HANDLERS.append(fn)\n    return fn\n")
+    src = "from __P__reg import register\n@register\ndef h():\n    return {x}\n"
+    kit.write("m", src.format(x=1))
+    reg = kit.load("reg")
+    kit.load("m")
+    kit.write("m", src.format(x=2))
+    kit.ok("m")
+    kit.write("m", src.format(x=3) + "def __reload__(old):\n    raise RuntimeError('no')\n")
+    assert kit.reload_one("m").status == "failed"
+    assert [h() for h in reg.HANDLERS[:2]] == [2, 2]
+
+
+def test_batch_failure_undoes_translated_containers_and_partials(kit: Kit) -> None:
+    # a batch where the second module fails: the first is exactly as before
+    kit.write(
+        "a",
+        "import functools, enum\nclass Color(enum.Enum):\n    RED = 1\ndef f():\n    return 1\nP = functools.partial(f)\nPRICES = {Color.RED: 1}\n",
+    )
+    kit.write("b", "Y = 1\n")
+    a = kit.load("a")
+    b = kit.load("b")
+    p, prices, red = a.P, a.PRICES, a.Color.RED
+    kit.write(
+        "a",
+        "import functools, enum\nclass Color(enum.Enum):\n    RED = 1\ndef f():\n    return 2\nP = functools.partial(f)\nPRICES = {Color.RED: 2}\n",
+    )
+    kit.write("b", "Y = 2\n1/0\n")
+    rs = kit.reload("a", "b")
+    assert [r.status for r in rs] == ["failed", "failed"]
+    assert (a.P is p, a.PRICES is prices, a.PRICES[red], a.f(), p(), b.Y) == (
+        True,
+        True,
+        1,
+        1,
+        1,
+        1,
+    )
