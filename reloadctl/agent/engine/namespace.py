@@ -131,6 +131,7 @@ def apply_module(
         actions.append(Action("hook", f"{name}.__before_reload__"))
     undo = UndoLog()
     snapshot = dict(ns)
+    _record_entry(undo, name)
     undo.namespace(ns, snapshot, name)
     try:
         _set_spec(module, target)
@@ -141,6 +142,7 @@ def apply_module(
         if "__doc__" not in target.code.stores:
             ns["__doc__"] = None
         exec(target.code.code, ns)  # noqa: S102 - executing the module's own source is the job
+        replaced_entry = sys.modules.get(name) is not module
         all_old: set[int] = set()
         ctx = Context(name, old_definitions(name, snapshot, all_old), undo)
         ctx.old_ids.update(all_old)
@@ -195,6 +197,12 @@ def apply_module(
     except BaseException:
         undo.revert()
         raise
+    if replaced_entry:
+        ctx.warn(
+            f"{name}: the new body put another object in sys.modules[{name!r}]; imports now "
+            "get that object (as after a fresh import), references to the module object "
+            "keep the patched module"
+        )
     return Applied(undo, snapshot, defined, tuple(actions), tuple(ctx.warnings))
 
 
@@ -215,6 +223,20 @@ def _value_changed(key: str, old: object, new: object) -> bool:
         return not bool(old == new)
     except Exception:  # noqa: BLE001 - a user __eq__ may raise (numpy arrays do)
         return True
+
+
+def _record_entry(undo: UndoLog, name: str) -> None:
+    """Record ``sys.modules[name]``: a body may replace (or delete) its own entry."""
+    entry = sys.modules.get(name)
+
+    def restore() -> None:
+        if sys.modules.get(name) is not entry:
+            if entry is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = entry
+
+    undo.record(restore, name)
 
 
 def _set_spec(module: ModuleType, target: Target) -> None:

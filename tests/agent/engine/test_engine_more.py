@@ -1099,3 +1099,30 @@ def test_batch_failure_undoes_translated_containers_and_partials(kit: Kit) -> No
         1,
         1,
     )
+
+
+def test_body_replacing_itself_in_sys_modules_then_failing(kit: Kit) -> None:
+    # CPython test_module_replaced: a body may put another object in sys.modules; when the
+    # body then fails, the process is as it was (the module back in sys.modules)
+    kit.write("m", "X = 1\n")
+    m = kit.load("m")
+    kit.write(
+        "m", "import sys, types\nsys.modules[__name__] = types.ModuleType(__name__)\nX = 2\n1/0\n"
+    )
+    r = kit.reload_one("m")
+    assert r.status == "failed"
+    assert (sys.modules[m.__name__] is m, m.X) == (True, 1)
+
+
+def test_body_replacing_itself_in_sys_modules(kit: Kit) -> None:
+    # CPython test_module_replaced: like a fresh import, the replacement is what sys.modules
+    # holds afterwards; the reload reports it
+    kit.write("m", "X = 1\n")
+    m = kit.load("m")
+    kit.write(
+        "m",
+        "import sys, types\n_new = types.ModuleType(__name__)\n_new.spam = 3\nsys.modules[__name__] = _new\n",
+    )
+    r = kit.ok("m")
+    assert sys.modules[m.__name__].spam == 3
+    assert any("sys.modules" in w for w in r.warnings), r.warnings
