@@ -119,8 +119,9 @@ def adopt_class(ctx: Context, old: type, new: type, adopt: Adopt) -> type:
     if reason:
         return replace_class(ctx, old, new, reason, adopt)
     record_class(ctx, old)
+    abstract = old.__dict__.get("__abstractmethods__")
     copy_members(ctx, old, new, adopt, skip=frozenset())
-    _refresh_abc(ctx, old, new, adopt)
+    _refresh_abc(ctx, old, new, adopt, abstract)
     _rebuild_pydantic(ctx, old, new, adopt)
     return old
 
@@ -269,12 +270,13 @@ def _adopt_member(ctx: Context, current: Any, value: Any, adopt: Adopt) -> Any:
     return ctx.resolved(value)  # e.g. an enum member of a kept enum: the live member
 
 
-def _refresh_abc(ctx: Context, old: type, new: type, adopt: Adopt) -> None:
+def _refresh_abc(ctx: Context, old: type, new: type, adopt: Adopt, abstract: Any) -> None:
     """An ABC kept (its own ``_abc_impl`` stays) behaves like the new one: the virtual
     subclasses the new body registered are registered on it too (those registered at run
     time stay), its isinstance caches are cleared (a ``Protocol`` that gained a member must
-    stop matching), and its subclasses, here or in modules not reloaded, recompute
-    ``__abstractmethods__`` as a fresh import of the new base would make them."""
+    stop matching), and when its ``__abstractmethods__`` (``abstract`` before) changed, its
+    subclasses, here or in modules not reloaded, recompute theirs as a fresh import of the
+    new base would make them."""
     if not isinstance(old, abc.ABCMeta) or "_abc_impl" not in new.__dict__:
         return
     try:
@@ -301,7 +303,9 @@ def _refresh_abc(ctx: Context, old: type, new: type, adopt: Adopt) -> None:
                 old.register(chosen)
                 ctx.act("registered", old.__qualname__, chosen.__qualname__)
     old._abc_caches_clear()  # type: ignore[attr-defined]
-    _update_abstract(ctx, old)
+    if old.__dict__.get("__abstractmethods__") != abstract:
+        # subclasses' abstract sets derive from this one: only a change can change them
+        _update_abstract(ctx, old)
 
 
 def _update_abstract(ctx: Context, cls: type) -> None:

@@ -1126,3 +1126,41 @@ def test_body_replacing_itself_in_sys_modules(kit: Kit) -> None:
     r = kit.ok("m")
     assert sys.modules[m.__name__].spam == 3
     assert any("sys.modules" in w for w in r.warnings), r.warnings
+
+
+def test_super_in_classmethod_of_subclass(kit: Kit) -> None:
+    # zero-argument super() inside a classmethod of a kept subclass
+    src = "class A:\n    @classmethod\n    def make(cls):\n        return ['A']\nclass B(A):\n    @classmethod\n    def make(cls):\n        return super().make() + [{x!r}]\n"
+    kit.write("m", src.format(x="B1"))
+    m = kit.load("m")
+    B = m.B
+    kit.write("m", src.format(x="B2"))
+    kit.ok("m")
+    assert (B.make(), m.B is B) == (["A", "B2"], True)
+
+
+def test_namedtuple_default_changed_keeps_class(kit: Kit) -> None:
+    # typing.NamedTuple: a changed default is not a layout change; the generated __new__
+    # follows the new default
+    src = "import typing\nclass P(typing.NamedTuple):\n    x: int\n    y: int = {d}\n"
+    kit.write("m", src.format(d=0))
+    m = kit.load("m")
+    P = m.P
+    kit.write("m", src.format(d=7))
+    kit.ok("m")
+    assert (m.P is P, P(1).y, P._field_defaults) == (True, 7, {"y": 7})
+
+
+def test_pydantic_config_and_model_validator_changed(kit: Kit) -> None:
+    # pydantic v2: model_config (extra='forbid') and a model_validator changed
+    pytest.importorskip("pydantic")
+    src = "import pydantic\nclass M(pydantic.BaseModel):\n    model_config = pydantic.ConfigDict(extra={extra!r})\n    a: int = 0\n    @pydantic.model_validator(mode='after')\n    def check(self):\n        self.a = self.a + {k}\n        return self\n"
+    kit.write("m", src.format(extra="ignore", k=1))
+    m = kit.load("m")
+    M = m.M
+    assert M(a=1, zz=2).a == 2
+    kit.write("m", src.format(extra="forbid", k=100))
+    kit.ok("m")
+    assert M(a=1).a == 101
+    with pytest.raises(Exception, match="zz"):
+        M(a=1, zz=2)
