@@ -263,7 +263,7 @@ def _defined(target: Target, snapshot: dict[str, Any], ns: dict[str, Any]) -> fr
     names = set(target.code.stores)
     # anything that appeared or changed during the run was bound by it, however it was
     names.update(key for key, value in ns.items() if snapshot.get(key, _MISSING) is not value)
-    exported = _star_exports(target.code.star_from) if target.code.star_import else None
+    exported = star_exports(target.code.star_from) if target.code.star_import else None
     if exported is not None:
         # ``from x import *`` is the only dynamic binding: it bound exactly what ``x``
         # exports now, so a name ``x`` no longer exports is pruned like in a fresh import
@@ -275,7 +275,7 @@ def _defined(target: Target, snapshot: dict[str, Any], ns: dict[str, Any]) -> fr
     return frozenset(names & ns.keys())
 
 
-def _star_exports(sources: frozenset[str] | None) -> set[str] | None:
+def star_exports(sources: frozenset[str] | None) -> set[str] | None:
     """The names ``from x import *`` binds now for every ``x`` in ``sources`` (its
     ``__all__``, else its public names), or None when one cannot be told."""
     if sources is None:

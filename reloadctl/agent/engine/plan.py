@@ -8,7 +8,7 @@ from types import CodeType, FunctionType, ModuleType
 from typing import Any, Final
 
 from reloadctl.agent.engine.context import AMBIGUOUS, is_definition
-from reloadctl.agent.engine.namespace import SPECIAL, old_definitions
+from reloadctl.agent.engine.namespace import SPECIAL, old_definitions, star_exports
 from reloadctl.agent.engine.resolve import Target
 from reloadctl.proto.messages import Action
 
@@ -75,13 +75,17 @@ def plan_actions(target: Target, previously_defined: frozenset[str] | None) -> t
         kind = "patched" if fn.__code__.co_freevars == code.co_freevars else "replaced"
         actions.append(Action(kind, f"{name}.{qualname}"))
     old_names = previously_defined if previously_defined is not None else frozenset(ns)
-    if target.code.dynamic:
+    exported = star_exports(target.code.star_from) if target.code.star_import else None
+    if exported is not None:
+        stores = stores | exported  # what ``import *`` binds, from the source as loaded now
+    elif target.code.dynamic:
         old_names = frozenset()  # see namespace._defined: such a body prunes nothing unchanged
+    unsure = target.code.star_import and exported is None
     # ``__annotations__`` is made afresh by a body with annotations (no name store shows it)
     for key in sorted(old_names - stores - SPECIAL - {"__annotations__"}):
         value = ns.get(key)
         if isinstance(value, ModuleType) and sys.modules.get(f"{name}.{key}") is value:
             continue
-        if key in ns and not (target.code.star_import and not is_definition(value, name)):
+        if key in ns and not (unsure and not is_definition(value, name)):
             actions.append(Action("removed", f"{name}.{key}"))
     return tuple(actions)

@@ -1164,3 +1164,20 @@ def test_pydantic_config_and_model_validator_changed(kit: Kit) -> None:
     assert M(a=1).a == 101
     with pytest.raises(Exception, match="zz"):
         M(a=1, zz=2)
+
+
+def test_dry_run_plans_star_import_pruning(kit: Kit) -> None:
+    # the dry run tells what `from .s import *` will no longer bind (s as loaded now)
+    kit.write("pkg", "", package=True)
+    kit.write("pkg.s", "A = 1\nB = 2\n")
+    kit.write("pkg.a", "from .s import *\n")
+    a = kit.load("pkg.a")
+    kit.write("pkg.s", "A = 10\n")
+    kit.ok("pkg.s")
+    kit.write("pkg.a", "from .s import *\nZ = 1\n")
+    (r,) = kit.reload("pkg.a", dry_run=True)
+    assert r.status == "reloaded"
+    assert f"{a.__name__}.B" in actions(r, "removed")
+    assert f"{a.__name__}.A" not in actions(r, "removed")
+    kit.ok("pkg.a")
+    assert (a.A, hasattr(a, "B"), a.Z) == (10, False, 1)
