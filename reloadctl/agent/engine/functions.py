@@ -29,7 +29,7 @@ from collections.abc import Callable
 from types import FunctionType
 from typing import Any, Final
 
-from reloadctl.agent.engine.context import Context, hasattr_safe
+from reloadctl.agent.engine.context import Context, hasattr_safe, is_translatable
 from reloadctl.agent.engine.source import function_codes
 from reloadctl.agent.engine.undo import FUNCTION_ATTRS, replace_contents
 
@@ -169,6 +169,10 @@ def _adopt_cells(ctx: Context, old: FunctionType, new: FunctionType) -> None:
         old_cell.cell_contents = value
         if isinstance(value, FunctionType):
             repoint_cells(ctx, value)
+        elif is_translatable(value):
+            # a decorator's state made by the new body (``singledispatch``'s registry keyed
+            # by the module's classes) must name the kept objects
+            ctx.containers.append(value)
 
 
 def adopt_inner(ctx: Context, old: Any, new: Any, adopt: Adopt) -> Any:
@@ -243,6 +247,10 @@ def repoint_cells(ctx: Context, fn: FunctionType) -> None:
                 cell.cell_contents = chosen
             elif isinstance(held, FunctionType) and ctx.is_new(held):
                 todo.append(held)
+            elif is_translatable(held):
+                # state of a new decorator's inner functions (``singledispatch``'s
+                # registry): translated with the module's containers
+                ctx.containers.append(held)
 
 
 def repoint_member(ctx: Context, member: Any) -> None:

@@ -1181,3 +1181,32 @@ def test_dry_run_plans_star_import_pruning(kit: Kit) -> None:
     assert f"{a.__name__}.A" not in actions(r, "removed")
     kit.ok("pkg.a")
     assert (a.A, hasattr(a, "B"), a.Z) == (10, False, 1)
+
+
+def test_rollback_after_a_failed_reload_restores_the_last_success(kit: Kit) -> None:
+    # a failed reload leaves no history: rollback undoes the last successful one
+    src = "class Err(Exception):\n    pass\nERRORS = (Err,)\ndef f():\n    return {x}\n"
+    kit.write("m", src.format(x=1))
+    m = kit.load("m")
+    f, Err, errors = m.f, m.Err, m.ERRORS
+    kit.write("m", src.format(x=2))
+    kit.ok("m")
+    kit.write("m", src.format(x=3) + "1/0\n")
+    assert kit.reload_one("m").status == "failed"
+    assert f() == 2
+    (r,) = rollback_modules([m.__name__])
+    assert r.status == "reloaded"
+    assert (f(), m.ERRORS is errors, m.Err is Err) == (1, True, True)
+
+
+def test_singledispatch_on_a_class_of_the_same_module(kit: Kit) -> None:
+    # functools.singledispatch registry keyed by a class of the module: dispatch on
+    # instances of the live class uses the new implementation
+    src = "import functools\nclass P:\n    pass\n@functools.singledispatch\ndef show(x):\n    return 'obj'\n@show.register\ndef _(x: P):\n    return {r!r}\n"
+    kit.write("m", src.format(r="P1"))
+    m = kit.load("m")
+    show, o = m.show, m.P()
+    kit.write("m", src.format(r="P2"))
+    kit.ok("m")
+    assert (show(o), show(m.P()), show(1)) == ("P2", "P2", "obj")
+    assert m.P in show.registry
