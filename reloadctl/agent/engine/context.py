@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import enum
 import functools
 from types import CodeType, FunctionType
 from typing import Any, Final
@@ -171,6 +172,13 @@ class Context:
             return chosen
         kind = type(obj)
         if depth > 2 or kind in _ATOMS:
+            return obj
+        kept = self.memo.get(id(kind))
+        if isinstance(kept, type) and kept is not kind and not isinstance(obj, enum.Enum):
+            # ``DEFAULTS = [P(1)]``: an instance the new body made of a class that was kept
+            # (same layout, so ``__class__`` may be assigned)
+            with contextlib.suppress(Exception):
+                object.__setattr__(obj, "__class__", kept)
             return obj
         if kind is list:
             for index, value in enumerate(obj):

@@ -1210,3 +1210,17 @@ def test_singledispatch_on_a_class_of_the_same_module(kit: Kit) -> None:
     kit.ok("m")
     assert (show(o), show(m.P()), show(1)) == ("P2", "P2", "obj")
     assert m.P in show.registry
+
+
+def test_instances_inside_new_containers_get_the_kept_class(kit: Kit) -> None:
+    # `DEFAULTS = [P(1)]`, `BY_NAME = {'a': P(2)}`: like a fresh import, they are instances
+    # of the live class
+    src = "class P:\n    def __init__(self, v):\n        self.v = v\n    def get(self):\n        return self.v * {k}\nDEFAULTS = [P(1)]\nBY_NAME = {{'a': P(2)}}\nPAIR = (P(3),)\n"
+    kit.write("m", src.format(k=1))
+    m = kit.load("m")
+    P = m.P
+    kit.write("m", src.format(k=10))
+    kit.ok("m")
+    items = [m.DEFAULTS[0], m.BY_NAME["a"], m.PAIR[0]]
+    assert [isinstance(i, P) for i in items] == [True, True, True]
+    assert [i.get() for i in items] == [10, 20, 30]
