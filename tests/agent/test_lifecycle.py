@@ -17,35 +17,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from agentkit import SECRET, short_tmpdir
+from agentkit import SECRET
 
 from reloadctl.agent import lifecycle, start
 from reloadctl.client.connection import execute
 from reloadctl.errors import AgentAlreadyRunning, AgentError, ConfigError, SecretError
 from reloadctl.proto.messages import AgentInfo, ModuleResult, ReloadRequest, StatusRequest
 from reloadctl.secrets import Secret
-
-ENV_VARS = (
-    "RELOADCTL_SECRET",
-    "RELOADCTL_SECRET_FILE",
-    "RELOADCTL_AGENT_LISTEN",
-    "RELOADCTL_AGENT_ALLOW",
-    "RELOADCTL_AGENT_READ_ONLY",
-    "RELOADCTL_AGENT_DISABLE",
-    "RELOADCTL_AGENT_MAX_CONNECTIONS",
-)
-
-
-@pytest.fixture
-def runtime_dir(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    for var in ENV_VARS:
-        monkeypatch.delenv(var, raising=False)
-    with short_tmpdir() as d:
-        monkeypatch.setenv("XDG_RUNTIME_DIR", str(d))
-        yield d
-        agent = lifecycle.current_agent()
-        if agent is not None:
-            agent.stop()
 
 
 def _status(address: str, secret: bytes | None = None) -> AgentInfo:

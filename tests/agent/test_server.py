@@ -35,39 +35,6 @@ from reloadctl.proto.messages import (
 )
 from reloadctl.secrets import Secret
 
-ENV_VARS = (
-    "RELOADCTL_SECRET",
-    "RELOADCTL_SECRET_FILE",
-    "RELOADCTL_AGENT_LISTEN",
-    "RELOADCTL_AGENT_ALLOW",
-    "RELOADCTL_AGENT_READ_ONLY",
-    "RELOADCTL_AGENT_DISABLE",
-    "RELOADCTL_AGENT_MAX_CONNECTIONS",
-)
-
-
-@pytest.fixture
-def runtime_dir(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    for var in ENV_VARS:
-        monkeypatch.delenv(var, raising=False)
-    with short_tmpdir() as d:
-        monkeypatch.setenv("XDG_RUNTIME_DIR", str(d))
-        yield d
-
-
-@pytest.fixture
-def agents(runtime_dir: Path) -> Iterator[Callable[..., Agent]]:
-    started: list[Agent] = []
-
-    def _start(*args: object, **kwargs: object) -> Agent:
-        agent = start(*args, **kwargs)  # type: ignore[arg-type]
-        started.append(agent)
-        return agent
-
-    yield _start
-    for agent in started:
-        agent.stop()
-
 
 @pytest.fixture
 def target_module(runtime_dir: Path) -> Iterator[tuple[str, Path]]:

@@ -16,11 +16,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from agentkit import SECRET, recv_exact
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "agent"))
-from agentkit import SECRET, recv_exact, short_tmpdir
-
-from reloadctl.agent import Agent, lifecycle, start
+from reloadctl.agent import Agent, start
 from reloadctl.client.connection import execute
 from reloadctl.errors import (
     RemoteProtocolError,
@@ -31,18 +29,6 @@ from reloadctl.errors import (
 from reloadctl.proto import auth
 from reloadctl.proto.messages import AgentInfo, ReloadRequest, StatusRequest
 from reloadctl.secrets import Secret
-
-
-@pytest.fixture
-def runtime_dir(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    for var in ("RELOADCTL_SECRET", "RELOADCTL_SECRET_FILE", "RELOADCTL_AGENT_LISTEN"):
-        monkeypatch.delenv(var, raising=False)
-    with short_tmpdir() as d:
-        monkeypatch.setenv("XDG_RUNTIME_DIR", str(d))
-        yield d
-        agent = lifecycle.current_agent()
-        if agent is not None:
-            agent.stop()
 
 
 @pytest.fixture

@@ -16,8 +16,6 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "agent"))
 from agentkit import SECRET, short_tmpdir
 
 from reloadctl.agent import Agent, start
@@ -33,24 +31,6 @@ from reloadctl.proto.messages import (
     StatusRequest,
 )
 from reloadctl.secrets import Secret
-
-ENV_VARS = (
-    "RELOADCTL_SECRET",
-    "RELOADCTL_SECRET_FILE",
-    "RELOADCTL_AGENT_LISTEN",
-    "RELOADCTL_AGENT_ALLOW",
-    "RELOADCTL_AGENT_READ_ONLY",
-    "RELOADCTL_AGENT_DISABLE",
-)
-
-
-@pytest.fixture
-def runtime_dir(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    for var in ENV_VARS:
-        monkeypatch.delenv(var, raising=False)
-    with short_tmpdir() as d:
-        monkeypatch.setenv("XDG_RUNTIME_DIR", str(d))
-        yield d
 
 
 @pytest.fixture

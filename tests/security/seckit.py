@@ -5,11 +5,8 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "agent"))
 
 OPENSSL = shutil.which("openssl")
 

@@ -10,9 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from agentkit import SECRET, short_tmpdir
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "agent"))
-from agentkit import SECRET, short_tmpdir  # isort: skip
 from reloadctl.agent import start
 from reloadctl.client.connection import execute
 from reloadctl.errors import TargetRefused

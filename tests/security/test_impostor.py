@@ -11,9 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from agentkit import short_tmpdir
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "agent"))
-from agentkit import short_tmpdir  # isort: skip
 from reloadctl.client.connection import execute
 from reloadctl.errors import TargetAuthFailed
 from reloadctl.proto import auth

@@ -6,15 +6,12 @@ from __future__ import annotations
 
 import socket
 import struct
-import sys
 import threading
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
+from agentkit import SECRET, recv_exact, short_tmpdir
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "agent"))
-from agentkit import SECRET, recv_exact, short_tmpdir  # isort: skip
 from reloadctl.agent import Agent, start
 from reloadctl.client.connection import execute
 from reloadctl.errors import RemoteProtocolError, TargetRefused

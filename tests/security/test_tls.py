@@ -12,9 +12,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from agentkit import SECRET, closed_by_peer, short_tmpdir
 from seckit import OPENSSL, Pki, make_pki
 
-from agentkit import SECRET, closed_by_peer, short_tmpdir  # isort: skip
 from reloadctl.agent import Agent, start
 from reloadctl.client.connection import TlsSettings, execute
 from reloadctl.errors import (
@@ -29,46 +29,11 @@ from reloadctl.secrets import Secret
 
 pytestmark = pytest.mark.skipif(OPENSSL is None, reason="needs the openssl binary for test certs")
 
-ENV_VARS = (
-    "RELOADCTL_SECRET",
-    "RELOADCTL_SECRET_FILE",
-    "RELOADCTL_AGENT_LISTEN",
-    "RELOADCTL_AGENT_ALLOW",
-    "RELOADCTL_AGENT_READ_ONLY",
-    "RELOADCTL_AGENT_DISABLE",
-    "RELOADCTL_TLS_CERT",
-    "RELOADCTL_TLS_KEY",
-    "RELOADCTL_TLS_CA",
-)
-
 
 @pytest.fixture(scope="module")
 def pki() -> Iterator[Pki]:
     with short_tmpdir() as d:
         yield make_pki(d)
-
-
-@pytest.fixture
-def runtime_dir(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    for var in ENV_VARS:
-        monkeypatch.delenv(var, raising=False)
-    with short_tmpdir() as d:
-        monkeypatch.setenv("XDG_RUNTIME_DIR", str(d))
-        yield d
-
-
-@pytest.fixture
-def agents(runtime_dir: Path) -> Iterator[Callable[..., Agent]]:
-    started: list[Agent] = []
-
-    def _start(*args: object, **kwargs: object) -> Agent:
-        agent = start(*args, **kwargs)  # type: ignore[arg-type]
-        started.append(agent)
-        return agent
-
-    yield _start
-    for agent in started:
-        agent.stop()
 
 
 def _mtls(agents: Callable[..., Agent], pki: Pki, **kw: object) -> Agent:
