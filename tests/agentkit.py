@@ -11,9 +11,10 @@ import sys
 import tempfile
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from reloadctl.proto import auth, codec
 from reloadctl.proto.messages import Reply, Request
@@ -153,3 +154,17 @@ class AgentProcess:
             self.proc.kill()
             out, err = self.proc.communicate()
         return out, err
+
+
+def wait_for(
+    what: str, check: Callable[[], Any], timeout: float = 15.0, interval: float = 0.02
+) -> Any:
+    """Poll ``check`` until it returns something truthy (returned); fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)

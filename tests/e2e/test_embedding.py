@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from agentkit import wait_for
 
 from reloadctl.proto.address import parse_socket_name
 
@@ -67,14 +68,7 @@ def _children(pid: int) -> set[int]:
 
 
 def _wait_for(what: str, check: Callable[[], Any], timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.1)
+    return wait_for(what, check, timeout, interval=0.1)  # servers: a longer poll is enough
 
 
 def _get(port: int) -> tuple[int, str]:
