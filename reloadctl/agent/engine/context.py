@@ -155,12 +155,19 @@ class Context:
             if rebuilt is not value:
                 type.__setattr__(cls, key, rebuilt)
         for fn in self.functions:
+            # ``def f(x=DEFAULT)``: a default the new body made is the kept object, or an
+            # instance of the kept class (``translated`` does both)
             defaults = fn.__defaults__
-            if defaults and any(id(v) in self.memo for v in defaults):
-                fn.__defaults__ = tuple(self.resolved(v) for v in defaults)
+            if defaults:
+                rebuilt = self.translated(defaults)
+                if rebuilt is not defaults:
+                    fn.__defaults__ = rebuilt
             kwdefaults = fn.__kwdefaults__
             if kwdefaults and any(id(v) in self.memo for v in kwdefaults.values()):
                 fn.__kwdefaults__ = {k: self.resolved(v) for k, v in kwdefaults.items()}
+            elif kwdefaults:
+                for value in kwdefaults.values():
+                    self.translated(value, 1)
 
     def translated(self, obj: Any, depth: int = 0) -> Any:
         """``obj`` referring to the objects kept: a new object is replaced by the one

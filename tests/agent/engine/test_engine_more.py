@@ -1224,3 +1224,14 @@ def test_instances_inside_new_containers_get_the_kept_class(kit: Kit) -> None:
     items = [m.DEFAULTS[0], m.BY_NAME["a"], m.PAIR[0]]
     assert [isinstance(i, P) for i in items] == [True, True, True]
     assert [i.get() for i in items] == [10, 20, 30]
+
+
+def test_sentinel_default_is_an_instance_of_the_live_class(kit: Kit) -> None:
+    # unittest.mock-style sentinels: `MISSING = _Sentinel()` used as a default argument
+    src = "class _Sentinel:\n    pass\nMISSING = _Sentinel()\ndef f(x=MISSING, *, y=MISSING):\n    return (isinstance(x, _Sentinel), x is MISSING, y is MISSING, {k})\n"
+    kit.write("m", src.format(k=1))
+    m = kit.load("m")
+    f = m.f
+    kit.write("m", src.format(k=2))
+    kit.ok("m")
+    assert f() == (True, True, True, 2)
