@@ -397,6 +397,7 @@ def start(
                 read_only=read_only,
                 inherit=inherit,
                 loop=loop,
+                tls=(tls_cert, tls_key, tls_ca),
             )
             if differ:
                 raise AgentAlreadyRunning(
@@ -456,6 +457,9 @@ def start_in_children(
     log.info("reloadctl: no agent in this process (pid %d); its workers get one", os.getpid())
 
 
+TLS_NAMES: Final = ("tls_cert", "tls_key", "tls_ca")
+
+
 def _differences(
     running: Agent,
     *,
@@ -466,6 +470,7 @@ def _differences(
     read_only: bool | None,
     inherit: bool | None,
     loop: asyncio.AbstractEventLoop | None,
+    tls: tuple[str | os.PathLike[str] | None, ...] = (None, None, None),
 ) -> list[str]:
     """Names of the settings given explicitly (not None) that differ from ``running``."""
     have = running.config
@@ -486,6 +491,10 @@ def _differences(
         differ.append("inherit")
     if loop is not None and running.loop is not None and loop is not running.loop:
         differ.append("loop")
+    running_tls = (have.tls_cert, have.tls_key, have.tls_ca)
+    for name, given, current in zip(TLS_NAMES, tls, running_tls, strict=True):
+        if given is not None and os.path.abspath(os.path.expanduser(given)) != current:
+            differ.append(name)
     return differ
 
 

@@ -77,6 +77,8 @@ def test_plain_start_returns_whatever_agent_runs(runtime_dir: Path) -> None:
         start(allow=["other.*"])
     with pytest.raises(AgentAlreadyRunning, match="listen"):
         start("tcp://127.0.0.2:0", secret=SECRET)
+    with pytest.raises(AgentAlreadyRunning, match="tls_cert, tls_key"):
+        start(tls_cert="/etc/reloadctl/agent.pem", tls_key="/etc/reloadctl/agent.key")
 
 
 def test_tcp_without_secret_is_refused_at_start(runtime_dir: Path) -> None:
