@@ -299,9 +299,14 @@ def _refresh_abc(ctx: Context, old: type, new: type, adopt: Adopt, abstract: Any
         cls = ref()
         if cls is not None:
             chosen = resolve(ctx, cls, adopt)
-            if isinstance(chosen, type) and not issubclass(chosen, old):
+            if not isinstance(chosen, type) or chosen in before:
+                continue
+            try:
                 old.register(chosen)
-                ctx.act("registered", old.__qualname__, chosen.__qualname__)
+            except Exception:  # a __subclasshook__ or register override of the user's
+                log.debug("%s.register(%r) failed", old.__qualname__, chosen, exc_info=True)
+                continue
+            ctx.act("registered", old.__qualname__, chosen.__qualname__)
     old._abc_caches_clear()  # type: ignore[attr-defined]
     if old.__dict__.get("__abstractmethods__") != abstract:
         # subclasses' abstract sets derive from this one: only a change can change them
