@@ -98,6 +98,9 @@ class Context:
         self.claimed: set[int] = set()
         #: new dicts/lists whose items may refer to new objects that old ones stand for.
         self.containers: list[Any] = []
+        #: ids of new classes matched although their ``__module__`` is another module's
+        #: (see ``namespace._unowned_twin``).
+        self.unowned: set[int] = set()
         #: (kept class, attribute) holding a new tuple/frozenset, rebuilt and set again.
         self.class_immutables: list[tuple[type, str]] = []
         #: class qualname -> names the old class body bound, when the old code is known.
@@ -238,7 +241,7 @@ class Context:
         in a class body)."""
         if not isinstance(obj, (FunctionType, type)) or not self.is_new(obj):
             return False
-        if getattr(obj, "__module__", None) == self.module:
+        if getattr(obj, "__module__", None) == self.module or id(obj) in self.unowned:
             return True
         return getattr(obj, "__qualname__", None) in self.defines
 

@@ -154,6 +154,10 @@ def apply_module(
             old = snapshot.get(key, _MISSING)
             if old is value:
                 continue
+            if old is not _MISSING and _unowned_twin(value, old):
+                # ``D = make_dataclass('D', ...)`` before 3.12 claims ``__module__ = 'types'``
+                ctx.old_ids.add(id(old))
+                ctx.unowned.add(id(value))
             if is_definition(value, name) or ctx.made_here(value):
                 chosen = adopt(ctx, value, None if old is _MISSING else old)
                 if chosen is not value:
@@ -207,6 +211,23 @@ def apply_module(
 
 
 _MISSING: Final = object()
+
+
+def _unowned_twin(new: Any, old: Any) -> bool:
+    """True when ``new`` and ``old`` are classes of the same qualname claiming a module that
+    does not hold them (classes made by functions: ``make_dataclass`` before 3.12 says
+    ``types``): the module binding them owns them, so they are matched like definitions."""
+    if not (isinstance(new, type) and isinstance(old, type)) or new is old:
+        return False
+    try:
+        owner = new.__module__
+        if owner != old.__module__ or new.__qualname__ != old.__qualname__:
+            return False
+        claimed = sys.modules.get(owner) if isinstance(owner, str) else None
+        held = getattr(claimed, new.__qualname__.partition(".")[0], None)
+    except Exception:  # noqa: BLE001 - a hostile class or module: not matched
+        return False
+    return claimed is not None and held is not new and held is not old
 
 
 def _value_changed(key: str, old: object, new: object) -> bool:

@@ -1235,3 +1235,28 @@ def test_sentinel_default_is_an_instance_of_the_live_class(kit: Kit) -> None:
     kit.write("m", src.format(k=2))
     kit.ok("m")
     assert f() == (True, True, True, 2)
+
+
+def test_make_dataclass_and_functional_namedtuple(kit: Kit) -> None:
+    # classes made by functions at top level (dataclasses.make_dataclass, namedtuple)
+    src = "import collections, dataclasses\nD = dataclasses.make_dataclass('D', [('a', int, {a})])\nP = collections.namedtuple('P', 'x y', defaults=({a},))\n"
+    kit.write("m", src.format(a=1))
+    m = kit.load("m")
+    D, P = m.D, m.P
+    kit.write("m", src.format(a=2))
+    r = kit.ok("m")
+    assert (m.D is D, D().a, m.P is P, P(0).y, r.warnings) == (True, 2, True, 2, ())
+
+
+def test_held_property_object_and_setter(kit: Kit) -> None:
+    # a property object held from the class, and a setter added by the new version
+    src = "class C:\n    def __init__(self):\n        self._v = 1\n    @property\n    def v(self):\n        return self._v * {k}\n"
+    kit.write("m", src.format(k=1))
+    m = kit.load("m")
+    o, prop = m.C(), m.C.v
+    kit.write(
+        "m", src.format(k=10) + "    @v.setter\n    def v(self, value):\n        self._v = value\n"
+    )
+    kit.ok("m")
+    o.v = 3
+    assert (o.v, prop.fget(o)) == (30, 30)
