@@ -5,11 +5,13 @@ Exit codes are computed in ``exit_code`` and nowhere else. Precedence, first mat
 1. 130 interrupted (Ctrl-C), whatever else happened;
 2. 5   a rollout was aborted (``--max-failures``, ``--fail-fast``, ``rollout abort``);
 3. 4   at least one target rejected our credentials (a configuration problem to fix first);
-4. 0   every (target, module) record is ``reloaded``/``unchanged``/``not_loaded``
+4. 3   a target did not answer (unreachable, timeout, not attempted): silence is never
+       success, and never "everything failed" either, since what it did is unknown;
+5. 0   every (target, module) record is ``reloaded``/``unchanged``/``not_loaded``
        (``ok`` for ping/status), where ``not_loaded`` counts as failed for a module that no
        selected target has loaded (usually a typo; one stderr line says so);
-5. 1   every record failed;
-6. 3   some succeeded and some failed, were refused, timed out, were unreachable or were
+6. 1   every record failed;
+7. 3   some succeeded and some failed, were refused, timed out, were unreachable or were
        not attempted (silence is never success).
 
 Errors before any target is contacted: 2 for usage (typer's own, an empty selection, an
@@ -250,7 +252,16 @@ def exit_code(
         typos: modules loaded by no selected target (``fanout.modules_loaded_nowhere``).
     """
     from reloadctl.client.fanout import ANSWERED
-    from reloadctl.proto.messages import AUTH_FAILED, NOT_LOADED, OK_STATUSES
+    from reloadctl.proto.messages import (
+        AUTH_FAILED,
+        NOT_ATTEMPTED,
+        NOT_LOADED,
+        OK_STATUSES,
+        TIMEOUT,
+        UNREACHABLE,
+    )
+
+    silent = (UNREACHABLE, TIMEOUT, NOT_ATTEMPTED)
 
     if interrupted:
         return EXIT_INTERRUPTED
@@ -258,6 +269,9 @@ def exit_code(
         return EXIT_ABORTED
     if any(o.status == AUTH_FAILED for o in outcomes):
         return EXIT_AUTH
+    if any(o.status in silent for o in outcomes):
+        # never 1 ("everything failed"): what a silent target did is unknown, maybe applied
+        return EXIT_PARTIAL
     verdicts: list[bool] = []
     for o in outcomes:
         if not o.results:

@@ -217,6 +217,14 @@ def test_unreachable_target_is_exit_3(fleet: Fleet) -> None:
     a.wait_value("2")
 
 
+def test_a_lone_silent_target_is_exit_3_not_1(fleet: Fleet) -> None:
+    # exit 1 would say "everything failed"; a target that did not answer may have applied it
+    nobody = f"unix://{fleet.runtime}/nobody.sock"
+    for command in (("reload", "mod"), ("ping",), ("status",)):
+        result = fleet.cli(command[0], "-H", nobody, "-o", "ndjson", *command[1:])
+        assert result.returncode == 3, (command, result.stderr)
+
+
 def test_not_loaded_elsewhere_is_fine_but_a_typo_is_not(fleet: Fleet) -> None:
     a = fleet.start(extra_env={"WORKER_IMPORT": "onlyhere"})
     b = fleet.start()
