@@ -15,11 +15,23 @@ Policies (what a user can rely on; the README takes them from here):
    a function whose free variables changed, a class whose layout changed (``__slots__``,
    bases, metaclass, named-tuple fields) and an enum whose members were removed or changed
    value are replaced, with a warning. An enum that only gains members keeps its class.
+   What the new body builds from its definitions names the kept objects: containers at
+   top level and in class bodies (values, dict keys, sets; tuples rebuilt), partials,
+   ``typing`` aliases (``Box[int]``), function defaults, decorator state (a
+   ``singledispatch`` registry), functions held as attributes of top-level objects
+   (commands, routers), and instances of kept classes in all of these. A kept ABC takes
+   the new body's registrations and, when its abstract methods changed, its subclasses
+   (in any module) recompute theirs. A pydantic model is rebuilt with field types naming
+   the kept classes.
 3. Decorators run again: a registry filled by a decorator gets a second entry for the new
    version (the first entry, the old object, runs the new code too; a function entry of
    an earlier reload follows every later one). Use ``__before_reload__()`` to unregister,
-   or ``__reload__`` to dedupe. Limit: a *class* a decorator registered elsewhere is the
-   new class object (new code, but its instances are not instances of the live class).
+   or ``__reload__`` to dedupe. Limits (no heap walk): a *class* a decorator registered
+   in another module is the new class object (new code, but its instances are not
+   instances of the live class); a *method* registered elsewhere keeps the code of the
+   version that registered it. Compiler warnings (invalid escapes) are reported in the
+   result, never shown through the host's ``warnings``; a body that replaces its own
+   ``sys.modules`` entry is reported, and undone with the rest when the reload fails.
 4. Unchanged: the digest of the source the engine applied; for a module the engine never
    ran, the bytecode cache of the imported version when it still exists, else a static
    proof (AST + code-object equality) that the source defines exactly what is live. When
