@@ -15,6 +15,8 @@ Rules:
 5. A plain object the new body binds at top level that holds functions of the module as
    attributes (click commands, task objects) has them matched against the attributes of
    the object the name held before, so the object held from before runs the new code.
+6. When a definition changes kind because a decorator was added or removed, the function
+   inside the old object is still patched from the function inside the new one.
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ def adopt(ctx: Context, new: Any, hint: Any = None) -> Any:
         and hasattr_safe(old, "__wrapped__")
     ):
         return adopt_wrapper(ctx, old, new, adopt)
+    _adopt_across_kinds(ctx, old, new)
     ctx.choose(new, new)
     ctx.act("replaced", str(qualname), f"was {type(old).__name__}, now {type(new).__name__}")
     ctx.warn(
@@ -110,6 +113,36 @@ def adopt_attributes(ctx: Context, new: Any, old: Any) -> dict[str, Any] | None:
             if chosen is not value:
                 attrs[key] = chosen
     return attrs
+
+
+def _innermost(obj: Any) -> Any:
+    """The function at the bottom of ``obj``'s ``__wrapped__`` chain (``obj`` itself)."""
+    for _ in range(8):
+        if isinstance(obj, FunctionType):
+            return obj
+        try:
+            obj = obj.__dict__.get("__wrapped__") if hasattr(obj, "__dict__") else None
+        except Exception:  # noqa: BLE001 - a hostile wrapper: nothing to follow
+            return None
+    return obj if isinstance(obj, FunctionType) else None
+
+
+def _adopt_across_kinds(ctx: Context, old: Any, new: Any) -> None:
+    """Rule 6: a decorator was added or removed (``f`` became ``lru_cache(f)`` or back):
+    the function inside the old object takes the new function's code, so references held
+    from before run the newest body; an old cache is cleared."""
+    inner_old, inner_new = _innermost(old), _innermost(new)
+    if not (isinstance(inner_old, FunctionType) and isinstance(inner_new, FunctionType)):
+        return
+    if inner_old.__qualname__ != inner_new.__qualname__ or not ctx.is_new(inner_new):
+        return
+    if id(inner_new) in ctx.memo or id(inner_old) in ctx.claimed:
+        return
+    adopt_function(ctx, inner_old, inner_new, adopt)
+    clear = getattr(old, "cache_clear", None)
+    if callable(clear):
+        clear()
+        ctx.act("cache_cleared", str(getattr(old, "__qualname__", "?")))
 
 
 def _fix_new(ctx: Context, new: Any) -> None:

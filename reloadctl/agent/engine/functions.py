@@ -98,18 +98,20 @@ def adopt_function(ctx: Context, old: FunctionType, new: FunctionType, adopt: Ad
     return old
 
 
-#: Old function -> the new objects of earlier reloads that it stood for (rule 6). They
-#: live on only where the new body's side effects put them (a registry in another module).
+#: Function -> its family (rule 6): the kept function and the new objects of earlier
+#: reloads it stood for, which live on only where the new body's side effects put them (a
+#: registry in another module), one shared weak set per family.
 _ALIASES: Final[weakref.WeakKeyDictionary[FunctionType, weakref.WeakSet[FunctionType]]] = (
     weakref.WeakKeyDictionary()
 )
 
 
 def _sync_aliases(ctx: Context, old: FunctionType, new: FunctionType) -> None:
-    """Rule 6: the earlier new objects ``old`` stood for get ``old``'s new state too."""
-    aliases = _ALIASES.get(old)
-    for alias in list(aliases or ()):
-        if alias is new or alias.__code__.co_freevars != old.__code__.co_freevars:
+    """Rule 6: the other objects of ``old``'s family (earlier new objects it stood for, or
+    that stood for it) get ``old``'s new state too; ``new`` joins the family."""
+    family = _ALIASES.get(old)
+    for alias in list(family or ()):
+        if alias is new or alias is old or alias.__code__.co_freevars != old.__code__.co_freevars:
             continue
         ctx.undo.function(alias, ctx.label(old.__qualname__))
         for name in FUNCTION_ATTRS:
@@ -130,9 +132,10 @@ def _sync_aliases(ctx: Context, old: FunctionType, new: FunctionType) -> None:
         # remembering them would keep patching garbage until the collector runs; what a
         # decorator registers elsewhere is a module-level function
         return
-    if aliases is None:
-        aliases = _ALIASES[old] = weakref.WeakSet()
-    aliases.add(new)
+    if family is None:
+        family = _ALIASES[old] = weakref.WeakSet([old])
+    family.add(new)
+    _ALIASES[new] = family
 
 
 def _adopt_wrapped(

@@ -1260,3 +1260,18 @@ def test_held_property_object_and_setter(kit: Kit) -> None:
     kit.ok("m")
     o.v = 3
     assert (o.v, prop.fget(o)) == (30, 30)
+
+
+def test_decorator_added_then_removed(kit: Kit) -> None:
+    # jurigged / IPython: a function gains a decorator, then loses it; references held from
+    # before run the newest body (the kind change is reported)
+    kit.write("m", "def f(x):\n    return x + 1\n")
+    m = kit.load("m")
+    f1 = m.f
+    kit.write("m", "import functools\n@functools.lru_cache\ndef f(x):\n    return x + 2\n")
+    kit.ok("m")
+    assert (m.f(1), f1(1), m.f.cache_info().currsize) == (3, 3, 1)
+    f2 = m.f
+    kit.write("m", "def f(x):\n    return x + 3\n")
+    kit.ok("m")
+    assert (m.f(1), f1(1), f2(1)) == (4, 4, 4)
