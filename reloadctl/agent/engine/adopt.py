@@ -60,7 +60,18 @@ def adopt(ctx: Context, new: Any, hint: Any = None) -> Any:
         _fix_new(ctx, new)
         return new
     if isinstance(new, FunctionType) and isinstance(old, FunctionType):
-        return adopt_function(ctx, old, new, adopt)
+        if not _decoration_changed(old, new):
+            return adopt_function(ctx, old, new, adopt)
+        _adopt_across_kinds(ctx, old, new)
+        ctx.choose(new, new)
+        ctx.act("replaced", str(qualname), "decorated differently")
+        ctx.warn(
+            f"{ctx.label(str(qualname))} was replaced, not patched: it is decorated "
+            "differently (free variables changed); references held from before run the new "
+            "body without the new decoration"
+        )
+        _fix_new(ctx, new)
+        return new
     if isinstance(new, type) and isinstance(old, type):
         return adopt_class(ctx, old, new, adopt)
     if (
@@ -115,16 +126,26 @@ def adopt_attributes(ctx: Context, new: Any, old: Any) -> dict[str, Any] | None:
     return attrs
 
 
-def _innermost(obj: Any) -> Any:
-    """The function at the bottom of ``obj``'s ``__wrapped__`` chain (``obj`` itself)."""
+def _decoration_changed(old: FunctionType, new: FunctionType) -> bool:
+    """A ``functools.wraps`` wrapper on one side only, and code that cannot be swapped."""
+    wrapped_old = "__wrapped__" in old.__dict__
+    wrapped_new = "__wrapped__" in new.__dict__
+    return wrapped_old != wrapped_new and old.__code__.co_freevars != new.__code__.co_freevars
+
+
+def _innermost(obj: Any) -> FunctionType | None:
+    """The function at the bottom of ``obj``'s ``__wrapped__`` chain (``obj`` itself when
+    it is a function wrapping nothing); None when there is no function there."""
     for _ in range(8):
-        if isinstance(obj, FunctionType):
-            return obj
         try:
-            obj = obj.__dict__.get("__wrapped__") if hasattr(obj, "__dict__") else None
-        except Exception:  # noqa: BLE001 - a hostile wrapper: nothing to follow
-            return None
-    return obj if isinstance(obj, FunctionType) else None
+            attrs = object.__getattribute__(obj, "__dict__")
+        except AttributeError:
+            attrs = {}
+        wrapped = attrs.get("__wrapped__") if isinstance(attrs, dict) else None
+        if wrapped is None:
+            return obj if isinstance(obj, FunctionType) else None
+        obj = wrapped
+    return None
 
 
 def _adopt_across_kinds(ctx: Context, old: Any, new: Any) -> None:

@@ -1275,3 +1275,19 @@ def test_decorator_added_then_removed(kit: Kit) -> None:
     kit.write("m", "def f(x):\n    return x + 3\n")
     kit.ok("m")
     assert (m.f(1), f1(1), f2(1)) == (4, 4, 4)
+
+
+def test_wraps_decorator_added_to_a_held_function(kit: Kit) -> None:
+    # a functools.wraps decorator added between versions: the new wrapper is the module's
+    # function; the plain function held from before runs the new body (undecorated)
+    kit.write(
+        "deco",
+        "import functools\nCALLS = []\ndef log(fn):\n    @functools.wraps(fn)\n    def wrapper(*a):\n        CALLS.append(fn.__name__)\n        return fn(*a)\n    return wrapper\n",
+    )
+    kit.write("m", "def f(x):\n    return x + 1\n")
+    deco = kit.load("deco")
+    m = kit.load("m")
+    f1 = m.f
+    kit.write("m", "from __P__deco import log\n@log\ndef f(x):\n    return x + 2\n")
+    kit.ok("m")
+    assert (m.f(1), deco.CALLS, f1(1)) == (3, ["f"], 3)
