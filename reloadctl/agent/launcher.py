@@ -76,11 +76,19 @@ CELERY_NOTE: Final = (
 )
 
 
-class _Formatter(argparse.HelpFormatter):
+class _Formatter(argparse.RawDescriptionHelpFormatter):  # keeps the examples as written
     def __init__(self, prog: str) -> None:
         columns = os.environ.get("COLUMNS", "")
         width = int(columns) if columns.isdigit() else 80
         super().__init__(prog, width=max(40, width - 2))
+
+
+EXAMPLES: Final = """examples:
+  python -m reloadctl.agent app.py --port 8000        # a script, unchanged
+  python -m reloadctl.agent -m myservice.main         # a module, like python -m
+  python -m reloadctl.agent -m gunicorn -w 4 app:wsgi # one agent per worker
+  python -m reloadctl.agent --listen tcp://0.0.0.0:7878 --secret-file /run/secrets/rc app.py
+then, from another terminal: reloadctl reload --local MODULE"""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -94,6 +102,7 @@ def _parser() -> _Parser:
         prog="python -m reloadctl.agent",
         usage=USAGE,
         description="Run a Python program with the reloadctl agent started first.",
+        epilog=EXAMPLES,
         add_help=True,
         formatter_class=_Formatter,
     )
