@@ -69,11 +69,6 @@ UNHOOKABLE: Final[tuple[tuple[Callable[[str, Sequence[str]], bool], str], ...]] 
         "create_app()",
     ),
 )
-CELERY_NOTE: Final = (
-    "celery: agents start in the prefork pool processes as they fork (not tested here); "
-    "if `reloadctl ps` lists none, connect reloadctl.agent.start to the "
-    "celery.signals.worker_process_init signal instead"
-)
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):  # keeps the examples as written
@@ -151,12 +146,10 @@ def _split(argv: Sequence[str]) -> tuple[list[str], list[str]]:
     return ours, []
 
 
-def _note(name: str, args: Sequence[str], server: str | None) -> None:
-    """Rule 7 (and celery, whose pool we cannot test here): one line on stderr."""
+def _note(name: str, args: Sequence[str]) -> None:
+    """Rule 7: one line on stderr for a program whose application no hook reaches."""
     prog = os.path.basename(name).removesuffix(".py").split(".")[0]
     notes = [note for test, note in UNHOOKABLE if test(prog, list(args))]
-    if server == "celery":
-        notes.append(CELERY_NOTE)
     for note in notes:
         sys.stderr.write(f"reloadctl.agent: note: {note}\n")
 
@@ -187,7 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"--listen names one process, and each {server} worker listens on its own socket; "
             "add --master for an agent at ADDR in the master"
         )
-    _note(name, args, server)
+    _note(name, args)
 
     from reloadctl.agent.lifecycle import start, start_in_children
 
