@@ -28,7 +28,7 @@ Rules:
 from __future__ import annotations
 
 import logging
-import secrets
+import os
 import threading
 import time
 from collections import OrderedDict, deque
@@ -152,7 +152,8 @@ class JobManager:
             if sum(1 for j in self._jobs.values() if not j.done) >= MAX_ACTIVE:
                 raise JobsBusy(f"{MAX_ACTIVE} jobs are already queued or running")
             job = Job(
-                id=secrets.token_hex(8),
+                # os.urandom, not the secrets module: that one loads OpenSSL's digests
+                id=os.urandom(8).hex(),
                 request=request,
                 peer=f"{peer} request {request_id}" if request_id else peer,
                 accepted_at=now,

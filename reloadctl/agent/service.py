@@ -23,7 +23,6 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-import platform
 import sys
 import time
 from dataclasses import dataclass, field, replace
@@ -73,7 +72,7 @@ class AgentState:
         return AgentInfo(
             pid=os.getpid(),
             program=current_program(),
-            python=platform.python_version(),
+            python="{}.{}.{}".format(*sys.version_info[:3]),
             version=reloadctl.__version__,
             started_at=self.started_at,
             uptime_s=max(0.0, time.monotonic() - self.started_monotonic),

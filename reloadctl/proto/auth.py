@@ -28,8 +28,6 @@ Rules:
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import os
 import struct
 import threading
@@ -73,7 +71,19 @@ DOWNGRADE_MESSAGE: Final = (
 
 
 def _mac(key: bytes, *parts: bytes) -> bytes:
+    # imported here: OpenSSL's digests cost a host ~0.6 MiB, and a unix-socket agent
+    # without a secret never needs them
+    import hashlib
+    import hmac
+
     return hmac.new(key, b"".join(parts), hashlib.sha256).digest()
+
+
+def _same(a: bytes, b: bytes) -> bool:
+    """Constant-time comparison (``hmac.compare_digest``, imported where used)."""
+    import hmac
+
+    return hmac.compare_digest(a, b)
 
 
 # -- frames --------------------------------------------------------------------------------
@@ -175,7 +185,7 @@ class Session:
             payload = frame[COUNTER_BYTES : len(frame) - tag_len]
             if self._recv_key is not None:
                 tag = frame[len(frame) - tag_len :]
-                if not hmac.compare_digest(tag, _mac(self._recv_key, counter, payload)):
+                if not _same(tag, _mac(self._recv_key, counter, payload)):
                     self._poisoned = True
                     raise AuthenticationError("message MAC does not verify (tampered?)")
             (seq,) = _COUNTER.unpack(counter)
@@ -232,7 +242,7 @@ class ServerHandshake:
                 raise RemoteProtocolError("unexpected MAC in mode 'none'")
             return pack_frame({"t": "welcome", "mac": b""}), Session(None, None)
         expected = _mac(self._secret, _LABEL_CLIENT, self._nonce, nonce_c)
-        if not hmac.compare_digest(mac, expected):
+        if not _same(mac, expected):
             raise AuthenticationError("client proof does not verify (wrong secret)")
         c2s, s2c = _session_keys(self._secret, self._nonce, nonce_c)
         welcome = pack_frame(
@@ -308,7 +318,7 @@ class ClientHandshake:
                 raise RemoteProtocolError("unexpected MAC in mode 'none'")
             return Session(None, None)
         expected = _mac(self._secret, _LABEL_SERVER, self._nonce_s, self._nonce)
-        if not hmac.compare_digest(mac, expected):
+        if not _same(mac, expected):
             raise AuthenticationError(AGENT_PROOF_MESSAGE)
         c2s, s2c = _session_keys(self._secret, self._nonce_s, self._nonce)
         return Session(send_key=c2s, recv_key=s2c)
