@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from agentkit import wait_for
 
 from reloadctl.proto.address import parse_socket_name
 
@@ -61,6 +62,23 @@ def _env(runtime: Path, **extra: str) -> dict[str, str]:
     env["XDG_RUNTIME_DIR"] = str(runtime)
     env.update(extra)
     return env
+
+
+def _run_plain(runtime: Path, name: str, code: str) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` as the script ``<name>.py`` (its name is the agents' ``prog``); it must
+    exit 0."""
+    script = runtime.parent / f"{name}.py"
+    script.write_text(textwrap.dedent(code))
+    out = subprocess.run(
+        [sys.executable, "-W", "ignore::DeprecationWarning", str(script)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=_env(runtime),
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    return out
 
 
 def _run(
@@ -143,17 +161,7 @@ def test_children_of_a_tcp_agent_listen_on_their_default_unix_socket(runtime: Pa
             os._exit(0)
         os.waitpid(pid, 0)
     """
-    script = runtime.parent / "tcp_parent.py"
-    script.write_text(textwrap.dedent(code))
-    out = subprocess.run(
-        [sys.executable, "-W", "ignore::DeprecationWarning", str(script)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env=_env(runtime),
-        check=False,
-    )
-    assert out.returncode == 0, out.stderr
+    out = _run_plain(runtime, "tcp_parent", code)
     _, address, has_secret = out.stdout.split()
     # an explicit port cannot be shared: the child has its own private socket, same secret
     assert address.startswith(f"unix://{runtime}/reloadctl/tcp_parent-")
@@ -322,12 +330,7 @@ def test_launcher_gives_every_pool_worker_its_own_agent(runtime: Path, method: s
 
         ready = json.loads(proc.stdout.readline())
         expected = {ready["parent"], *ready["children"]}
-        import time
-
-        deadline = time.monotonic() + 20
-        while _socket_pids(runtime) != expected and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert _socket_pids(runtime) == expected
+        wait_for("every agent's socket", lambda: _socket_pids(runtime) == expected, 20, 0.1)
         # every worker has run the module (spawned workers import it as they start)
         for _ in range(20):
             answers = ask()
@@ -437,16 +440,6 @@ def test_subprocess_with_preexec_fn_gets_no_agent(runtime: Path) -> None:
                        preexec_fn=lambda: None, check=True)
         print(json.dumps(sorted(os.listdir(os.environ["XDG_RUNTIME_DIR"] + "/reloadctl"))))
     """
-    script = runtime.parent / "preexec.py"
-    script.write_text(textwrap.dedent(code))
-    out = subprocess.run(
-        [sys.executable, "-W", "ignore::DeprecationWarning", str(script)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env=_env(runtime),
-        check=False,
-    )
-    assert out.returncode == 0, out.stderr
+    out = _run_plain(runtime, "preexec", code)
     (only,) = json.loads(out.stdout)
     assert only.startswith("preexec-")
