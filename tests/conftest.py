@@ -4,8 +4,11 @@ sys.path, so every test can ``from agentkit import ...``."""
 
 from __future__ import annotations
 
+import sys
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 from agentkit import short_tmpdir
@@ -56,3 +59,25 @@ def agents(runtime_dir: Path) -> Iterator[Callable[..., Agent]]:
     yield _start
     for agent in started:
         agent.stop()
+
+
+@pytest.fixture
+def module(runtime_dir: Path) -> Iterator[Callable[[str], tuple[ModuleType, Path]]]:
+    """``module(source)`` imports a fresh, uniquely named module written into ``runtime_dir``
+    and returns it with its file, which the test may rewrite; all are forgotten after."""
+    made: list[str] = []
+    sys.path.insert(0, str(runtime_dir))
+
+    def make(source: str) -> tuple[ModuleType, Path]:
+        name = f"rc_mod_{uuid.uuid4().hex[:8]}"
+        path = runtime_dir / f"{name}.py"
+        path.write_text(source)
+        made.append(name)
+        return __import__(name), path
+
+    try:
+        yield make
+    finally:
+        sys.path.remove(str(runtime_dir))
+        for name in made:
+            sys.modules.pop(name, None)

@@ -11,10 +11,10 @@ import sys
 import textwrap
 import threading
 import time
-import uuid
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import msgpack
 import pytest
@@ -37,18 +37,10 @@ from reloadctl.secrets import Secret
 
 
 @pytest.fixture
-def target_module(runtime_dir: Path) -> Iterator[tuple[str, Path]]:
+def target_module(module: Callable[[str], tuple[ModuleType, Path]]) -> tuple[str, Path]:
     """A real module, imported, whose file the test may edit."""
-    name = f"rc_target_{uuid.uuid4().hex[:8]}"
-    path = runtime_dir / f"{name}.py"
-    path.write_text("VALUE = 1\n")
-    sys.path.insert(0, str(runtime_dir))
-    try:
-        __import__(name)
-        yield name, path
-    finally:
-        sys.path.remove(str(runtime_dir))
-        sys.modules.pop(name, None)
+    mod, path = module("VALUE = 1\n")
+    return mod.__name__, path
 
 
 def _tcp(agents: Callable[..., Agent], **kwargs: object) -> Agent:

@@ -10,10 +10,10 @@ import sys
 import textwrap
 import threading
 import time
-import uuid
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 from agentkit import SECRET, recv_exact
@@ -32,19 +32,11 @@ from reloadctl.secrets import Secret
 
 
 @pytest.fixture
-def slow_module(runtime_dir: Path) -> Iterator[tuple[str, Path]]:
-    """A module whose reload takes about a second (its body sleeps when SLOW is set)."""
-    name = f"rc_slow_{uuid.uuid4().hex[:8]}"
-    path = runtime_dir / f"{name}.py"
-    path.write_text("VALUE = 1\n")
-    sys.path.insert(0, str(runtime_dir))
-    try:
-        __import__(name)
-        path.write_text("import time\ntime.sleep(1.0)\nVALUE = 2\n")
-        yield name, path
-    finally:
-        sys.path.remove(str(runtime_dir))
-        sys.modules.pop(name, None)
+def slow_module(module: Callable[[str], tuple[ModuleType, Path]]) -> tuple[str, Path]:
+    """A module whose reload takes about a second (its new body sleeps)."""
+    mod, path = module("VALUE = 1\n")
+    path.write_text("import time\ntime.sleep(1.0)\nVALUE = 2\n")
+    return mod.__name__, path
 
 
 def _fds() -> int:

@@ -42,27 +42,6 @@ def agent(runtime_dir: Path) -> Iterator[Agent]:
         a.stop()
 
 
-@pytest.fixture
-def module(runtime_dir: Path) -> Iterator[Callable[[str], tuple[ModuleType, Path]]]:
-    """Import a fresh module with the given source; the test may rewrite its file."""
-    made: list[str] = []
-    sys.path.insert(0, str(runtime_dir))
-
-    def make(source: str) -> tuple[ModuleType, Path]:
-        name = f"rc_fault_{uuid.uuid4().hex[:8]}"
-        path = runtime_dir / f"{name}.py"
-        path.write_text(source)
-        made.append(name)
-        return __import__(name), path
-
-    try:
-        yield make
-    finally:
-        sys.path.remove(str(runtime_dir))
-        for name in made:
-            sys.modules.pop(name, None)
-
-
 def call(agent: Agent, request: object, *, timeout: float = 10.0):  # type: ignore[no-untyped-def]
     return execute(
         agent.address,

@@ -7,9 +7,9 @@ import os
 import socket
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 from agentkit import SECRET, closed_by_peer, short_tmpdir
@@ -62,28 +62,18 @@ def _fds() -> int:
 
 
 def test_mutual_tls_replaces_the_secret_and_reloads(
-    agents: Callable[..., Agent], pki: Pki, runtime_dir: Path
+    agents: Callable[..., Agent], pki: Pki, module: Callable[[str], tuple[ModuleType, Path]]
 ) -> None:
-    name = f"rc_tls_{uuid.uuid4().hex[:8]}"
-    path = runtime_dir / f"{name}.py"
-    path.write_text("VALUE = 1\n")
-    import sys
-
-    sys.path.insert(0, str(runtime_dir))
-    try:
-        module = __import__(name)
-        agent = _mtls(agents, pki)
-        assert agent.address.startswith("tls://127.0.0.1:")
-        good = TlsSettings(ca=pki.ca, cert=pki.client_cert, key=pki.client_key)
-        info = call(agent.address, good)
-        assert isinstance(info, AgentInfo) and info.pid == os.getpid()
-        path.write_text("VALUE = 2\n")
-        results = call(agent.address, good, request=ReloadRequest((name,)))
-        assert [r.status for r in results] == ["reloaded"]
-        assert module.VALUE == 2
-    finally:
-        sys.path.remove(str(runtime_dir))
-        sys.modules.pop(name, None)
+    mod, path = module("VALUE = 1\n")
+    agent = _mtls(agents, pki)
+    assert agent.address.startswith("tls://127.0.0.1:")
+    good = TlsSettings(ca=pki.ca, cert=pki.client_cert, key=pki.client_key)
+    info = call(agent.address, good)
+    assert isinstance(info, AgentInfo) and info.pid == os.getpid()
+    path.write_text("VALUE = 2\n")
+    results = call(agent.address, good, request=ReloadRequest((mod.__name__,)))
+    assert [r.status for r in results] == ["reloaded"]
+    assert mod.VALUE == 2
 
 
 def test_client_without_or_with_a_foreign_certificate_is_refused(
