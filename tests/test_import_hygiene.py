@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -41,3 +42,45 @@ def test_connection_imports_rpyc_lazily() -> None:
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+HOST = """
+import json, sys
+import reloadctl.agent
+agent = reloadctl.agent.start()
+print(agent.address, flush=True)
+sys.stdin.readline()  # served meanwhile
+print(json.dumps(sorted(sys.modules)), flush=True)
+agent.stop()
+"""
+
+
+def test_serving_a_client_loads_no_general_purpose_stdlib(runtime_dir: Path) -> None:
+    """typing, tempfile (with shutil, bz2, lzma) and hashlib/hmac stay out of a host that
+    does not use them: each is memory in every process that embeds the agent
+    (benchmarks/agent_footprint.py). The agent is served by a real client first."""
+    from reloadctl.client.connection import execute
+    from reloadctl.proto.messages import AgentInfo, StatusRequest
+
+    env = {"PATH": "/usr/bin:/bin", "XDG_RUNTIME_DIR": str(runtime_dir)}
+    with subprocess.Popen(
+        [sys.executable, "-c", HOST],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    ) as host:
+        assert host.stdin is not None and host.stdout is not None
+        try:
+            address = host.stdout.readline().strip()
+            info = execute(address, StatusRequest(), secret=None, connect_timeout=5, timeout=10)
+            assert isinstance(info, AgentInfo) and info.pid == host.pid
+            host.stdin.write("\n")
+            host.stdin.flush()
+            loaded = set(json.loads(host.stdout.readline()))
+        finally:
+            host.kill()
+    assert "reloadctl.agent.server" in loaded  # it really served
+    assert not loaded & {"typing", "tempfile", "shutil", "hashlib", "hmac"}, sorted(
+        loaded & {"typing", "tempfile", "shutil", "hashlib", "hmac"}
+    )

@@ -34,7 +34,6 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Final, Protocol
 
 from reloadctl.errors import AgentError
 from reloadctl.proto.messages import (
@@ -47,6 +46,10 @@ from reloadctl.proto.messages import (
     RollbackRequest,
 )
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Final, Protocol
+
 log = logging.getLogger(__name__)
 
 MAX_ACTIVE: Final = 8
@@ -55,23 +58,25 @@ JOB_TTL_S: Final = 300.0
 MAX_WAIT_S: Final = 10.0
 
 
-class Engine(Protocol):
-    """The three engine functions the agent uses (``reloadctl.agent.engine``)."""
+if TYPE_CHECKING:
 
-    def reload_modules(
-        self,
-        names: Sequence[str],
-        *,
-        dry_run: bool = ...,
-        dependents: bool = ...,
-        allow: Sequence[str] | None = ...,
-    ) -> list[ModuleResult]: ...
+    class Engine(Protocol):
+        """The three engine functions the agent uses (``reloadctl.agent.engine``)."""
 
-    def rollback_modules(
-        self, names: Sequence[str], *, allow: Sequence[str] | None = ...
-    ) -> list[ModuleResult]: ...
+        def reload_modules(
+            self,
+            names: Sequence[str],
+            *,
+            dry_run: bool = ...,
+            dependents: bool = ...,
+            allow: Sequence[str] | None = ...,
+        ) -> list[ModuleResult]: ...
 
-    def patched_modules(self) -> list[PatchedModule]: ...
+        def rollback_modules(
+            self, names: Sequence[str], *, allow: Sequence[str] | None = ...
+        ) -> list[ModuleResult]: ...
+
+        def patched_modules(self) -> list[PatchedModule]: ...
 
 
 class JobsBusy(AgentError):

@@ -46,7 +46,6 @@ import struct
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Final, cast
 
 from rpyc.core.channel import Channel
 from rpyc.core.stream import SocketStream
@@ -56,6 +55,10 @@ from rpyc.utils.server import ThreadedServer
 from reloadctl.agent.config import AgentConfig
 from reloadctl.errors import AuthenticationError, RemoteProtocolError
 from reloadctl.proto import auth, codec
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Final
 
 log = logging.getLogger(__name__)
 rpyc_log = logging.getLogger("reloadctl.agent.rpyc")
@@ -438,9 +441,9 @@ class AgentServer(ThreadedServer):  # type: ignore[misc]
             self.clients.add(sock2)
             self.clients.discard(sock)
             if not self.active:
-                return cast(socket.socket, sock2)
+                return sock2  # type: ignore[no-any-return]
         self._serve_client(sock2, credentials)
-        return cast(socket.socket, sock2)
+        return sock2  # type: ignore[no-any-return]
 
     def _serve_client(self, sock: socket.socket, credentials: dict[str, Any]) -> None:
         peer = credentials.get("peer", "?")

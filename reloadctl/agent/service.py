@@ -26,7 +26,6 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any, Final
 
 from rpyc.core.service import Service
 
@@ -48,6 +47,10 @@ from reloadctl.proto.messages import (
     RollbackRequest,
     StatusRequest,
 )
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Final
 
 log = logging.getLogger(__name__)
 

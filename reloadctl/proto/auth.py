@@ -32,11 +32,14 @@ import os
 import struct
 import threading
 from collections.abc import Callable
-from typing import Final
 
 import msgpack
 
 from reloadctl.errors import AuthenticationError, RemoteProtocolError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Final
 
 VERSION: Final = 1
 MAX_FRAME: Final = 4096

@@ -22,7 +22,6 @@ Rules:
 from __future__ import annotations
 
 import math
-from typing import Any, Final
 
 import msgpack
 
@@ -45,6 +44,10 @@ from reloadctl.proto.messages import (
     RollbackRequest,
     StatusRequest,
 )
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Final
 
 VERSION: Final = 1
 #: Largest encoded message either side sends or accepts (the transport caps frames above it).

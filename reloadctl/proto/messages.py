@@ -16,7 +16,10 @@ Rules:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Final
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Final
 
 # -- statuses ------------------------------------------------------------------------------
 

@@ -109,9 +109,27 @@ def test_is_loopback(host: str, expected: bool) -> None:
 
 def test_default_socket_dir() -> None:
     assert default_socket_dir({"XDG_RUNTIME_DIR": "/run/user/5"}) == Path("/run/user/5/reloadctl")
-    assert default_socket_dir({}, uid=5) == Path(tempfile.gettempdir()) / "reloadctl-5"
+    assert default_socket_dir({}, uid=5) == Path("/tmp/reloadctl-5")
     # a relative runtime dir is ignored (XDG spec: must be absolute)
     assert default_socket_dir({"XDG_RUNTIME_DIR": "rel"}, uid=5).name == "reloadctl-5"
+
+
+def test_default_socket_dir_follows_the_temp_dir_like_tempfile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without XDG_RUNTIME_DIR the directory is under tempfile.gettempdir()'s choice, found
+    without importing tempfile (the agent must not load it into the host)."""
+    for var in ("XDG_RUNTIME_DIR", "TEMP", "TMP"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # gettempdir() caches its answer
+    assert default_socket_dir(uid=5) == Path(tempfile.gettempdir()) / "reloadctl-5"
+    assert default_socket_dir(uid=5) == tmp_path / "reloadctl-5"
+    # a TMPDIR that is not a directory is skipped, as tempfile skips it
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "missing"))
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    assert default_socket_dir(uid=5) == Path(tempfile.gettempdir()) / "reloadctl-5"
+    assert default_socket_dir({"TEMP": str(tmp_path)}, uid=5) == tmp_path / "reloadctl-5"
 
 
 @pytest.mark.parametrize(
