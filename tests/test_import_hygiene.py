@@ -46,6 +46,8 @@ def test_connection_imports_rpyc_lazily() -> None:
 
 HOST = """
 import json, sys
+sys.path.insert(0, sys.argv[1])
+import hosted
 import reloadctl.agent
 agent = reloadctl.agent.start()
 print(agent.address, flush=True)
@@ -56,15 +58,17 @@ agent.stop()
 
 
 def test_serving_a_client_loads_no_general_purpose_stdlib(runtime_dir: Path) -> None:
-    """typing, tempfile (with shutil, bz2, lzma) and hashlib/hmac stay out of a host that
-    does not use them: each is memory in every process that embeds the agent
-    (benchmarks/agent_footprint.py). The agent is served by a real client first."""
+    """typing, tempfile (with shutil, bz2, lzma) and hmac stay out of a host that does not
+    use them: each is memory in every process that embeds the agent
+    (benchmarks/agent_footprint.py). The agent serves a real status and a real reload."""
     from reloadctl.client.connection import execute
-    from reloadctl.proto.messages import AgentInfo, StatusRequest
+    from reloadctl.proto.messages import AgentInfo, ReloadRequest, StatusRequest
+
+    (runtime_dir / "hosted.py").write_text("def f():\n    return 1\n")
 
     env = {"PATH": "/usr/bin:/bin", "XDG_RUNTIME_DIR": str(runtime_dir)}
     with subprocess.Popen(
-        [sys.executable, "-c", HOST],
+        [sys.executable, "-c", HOST, str(runtime_dir)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -75,12 +79,17 @@ def test_serving_a_client_loads_no_general_purpose_stdlib(runtime_dir: Path) -> 
             address = host.stdout.readline().strip()
             info = execute(address, StatusRequest(), secret=None, connect_timeout=5, timeout=10)
             assert isinstance(info, AgentInfo) and info.pid == host.pid
+            (runtime_dir / "hosted.py").write_text("def f():\n    return 2\n")
+            results = execute(
+                address, ReloadRequest(("hosted",)), secret=None, connect_timeout=5, timeout=10
+            )
+            assert [r.status for r in results] == ["reloaded"]  # type: ignore[union-attr]
             host.stdin.write("\n")
             host.stdin.flush()
             loaded = set(json.loads(host.stdout.readline()))
         finally:
             host.kill()
-    assert "reloadctl.agent.server" in loaded  # it really served
-    assert not loaded & {"typing", "tempfile", "shutil", "hashlib", "hmac"}, sorted(
-        loaded & {"typing", "tempfile", "shutil", "hashlib", "hmac"}
+    assert {"reloadctl.agent.server", "reloadctl.agent.engine"} <= loaded  # it really served
+    assert not loaded & {"typing", "tempfile", "shutil", "hmac"}, sorted(
+        loaded & {"typing", "tempfile", "shutil", "hmac"}
     )

@@ -20,9 +20,9 @@ Rules:
    ``KeyboardInterrupt`` from a module body or hook included), fails every module of the job
    with the exception's class name; the worker survives everything and nothing reaches
    ``threading.excepthook`` (the host's stderr).
-6. ``patched_modules`` (for ``status``) never waits for a running job: the engine's answer
-   needs its reload lock, so while a job runs, the snapshot taken just before the job is
-   returned (the modules patched so far; the running job is not in it yet).
+6. ``patched_modules`` (for ``status``) never waits for a running job: the engine answers
+   from its record table (a short lock of its own), never from under its reload lock; a
+   running job's modules show once it has finished. Nothing about it runs per job.
 """
 
 from __future__ import annotations
@@ -136,8 +136,6 @@ class JobManager:
         self._queue: deque[Job] = deque()
         self._worker: threading.Thread | None = None
         self._stopping = False
-        self._running = False
-        self._patched_snapshot: list[PatchedModule] | None = None
 
     # -- public ----------------------------------------------------------------------------
 
@@ -196,24 +194,13 @@ class JobManager:
             )
 
     def patched_modules(self) -> list[PatchedModule]:
-        """The engine's ``patched_modules()``, without waiting for a running job (rule 6).
-
-        Empty when the engine cannot be loaded or fails.
-        """
-        with self._cond:
-            if self._running and self._patched_snapshot is not None:
-                return list(self._patched_snapshot)
-        return self._refresh_patched()
-
-    def _refresh_patched(self) -> list[PatchedModule]:
+        """The engine's ``patched_modules()`` (rule 6); empty when the engine cannot be
+        loaded or fails."""
         try:
-            patched = list(self._engine_loader().patched_modules())
+            return list(self._engine_loader().patched_modules())
         except BaseException:  # status must answer even with a broken engine
             log.exception("engine patched_modules() failed")
             return []
-        with self._cond:
-            self._patched_snapshot = patched
-        return patched
 
     def stop(self, timeout: float = 1.0) -> None:
         """Stop taking jobs; wait up to ``timeout`` for the worker (a running reload goes on)."""
@@ -289,14 +276,7 @@ class JobManager:
                 if job.done:
                     continue
                 job.started = True
-            self._refresh_patched()  # the snapshot status serves while this job runs
-            with self._cond:
-                self._running = True
-            try:
-                results = self._run(job)
-            finally:
-                with self._cond:
-                    self._running = False
+            results = self._run(job)
             with self._cond:
                 if _is_done(job):  # reported as timed out meanwhile (rule 3)
                     log.warning(

@@ -158,6 +158,11 @@ def _capped_channel(stream: Any) -> Any:
     The agent is authenticated by then, but a reply must still not be able to make the CLI
     allocate without bound (rpyc trusts a 32-bit length and inflates zlib without limit).
     """
+    return _capped_channel_class()(stream, compress=False)
+
+
+@functools.cache  # rpyc is imported on first use; the class is built once per process
+def _capped_channel_class() -> Any:
     from rpyc.core.channel import Channel
 
     class CappedChannel(Channel):  # type: ignore[misc]
@@ -171,7 +176,7 @@ def _capped_channel(stream: Any) -> Any:
             data: bytes = self.stream.read(length + len(self.FLUSHER))
             return data[: -len(self.FLUSHER)]
 
-    return CappedChannel(stream, compress=False)
+    return CappedChannel
 
 
 def _socket_stream(sock: socket.socket) -> Any:
@@ -180,6 +185,12 @@ def _socket_stream(sock: socket.socket) -> Any:
 
     if sys.modules.get("ssl") is None or not isinstance(sock, sys.modules["ssl"].SSLSocket):
         return SocketStream(sock)
+    return _tls_stream_class()(sock)
+
+
+@functools.cache
+def _tls_stream_class() -> Any:
+    from rpyc.core.stream import SocketStream
 
     class TlsSocketStream(SocketStream):  # type: ignore[misc]
         __slots__ = ()
@@ -189,7 +200,7 @@ def _socket_stream(sock: socket.socket) -> Any:
                 return True
             return bool(super().poll(timeout))
 
-    return TlsSocketStream(sock)
+    return TlsSocketStream
 
 
 def _connect(addr: Address, connect_timeout: float, tls: TlsSettings | None) -> socket.socket:

@@ -124,7 +124,7 @@ def parse_address(text: str, *, listen: bool = False) -> Address:
     text = text.strip()
     if not text:
         raise AddressError("empty address")
-    if any(ch.isspace() or ord(ch) < 32 for ch in text):
+    if " " in text or not text.isprintable():  # any whitespace, control or format char
         raise AddressError(f"address {original!r} contains whitespace or control characters")
     scheme, sep, rest = text.partition("://")
     if not sep:

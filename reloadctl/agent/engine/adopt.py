@@ -22,11 +22,14 @@ Rules:
 from __future__ import annotations
 
 from types import FunctionType
-from typing import Any, Final
 
 from reloadctl.agent.engine.classes import adopt_class, fix_new_class
 from reloadctl.agent.engine.context import AMBIGUOUS, Context, hasattr_safe
 from reloadctl.agent.engine.functions import adopt_function, adopt_wrapper, repoint_cells
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Final
 
 
 def adopt(ctx: Context, new: Any, hint: Any = None) -> Any:

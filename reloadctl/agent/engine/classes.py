@@ -28,14 +28,18 @@ import operator
 import types
 from collections.abc import Callable
 from types import FunctionType, GetSetDescriptorType, MemberDescriptorType
-from typing import Any, Final
 
 from reloadctl.agent.engine.context import Context, is_translatable
 from reloadctl.agent.engine.functions import repoint_member, same
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Final
+
+    Adopt = Callable[..., Any]
+
 log = logging.getLogger(__name__)
 
-Adopt = Callable[..., Any]
 
 #: Class-dict keys that are never copied, restored or deleted (rule 3).
 _NEVER: Final = frozenset({"__dict__", "__weakref__"})

@@ -6,10 +6,13 @@ import contextlib
 import enum
 import functools
 from types import CodeType, FunctionType
-from typing import Any, Final
 
 from reloadctl.agent.engine.undo import UndoLog
 from reloadctl.proto.messages import Action
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Final
 
 #: Stands in the old-object index for a qualname that several old objects share.
 AMBIGUOUS: Final = object()

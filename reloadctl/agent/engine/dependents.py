@@ -17,10 +17,13 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterable
 from types import ModuleType
-from typing import Any, Final
 
 from reloadctl.agent.engine.undo import UndoLog
 from reloadctl.proto.messages import Action
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Final
 
 _SHARED_TYPES: Final = (int, float, complex, str, bytes, bool, type(None), tuple, frozenset)
 

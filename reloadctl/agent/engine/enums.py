@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import enum
 from collections.abc import Callable
-from typing import Any, Final
 
 from reloadctl.agent.engine.classes import (
     copy_members,
@@ -26,7 +25,12 @@ from reloadctl.agent.engine.classes import (
 from reloadctl.agent.engine.context import Context
 from reloadctl.agent.engine.functions import same
 
-Adopt = Callable[..., Any]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Final
+
+    Adopt = Callable[..., Any]
+
 
 #: Class-dict entries the enum machinery computes per class; the old class keeps its own.
 _ENUM_INTERNALS: Final = frozenset(

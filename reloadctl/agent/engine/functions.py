@@ -27,13 +27,17 @@ from __future__ import annotations
 import weakref
 from collections.abc import Callable
 from types import FunctionType
-from typing import Any, Final
 
 from reloadctl.agent.engine.context import Context, hasattr_safe, is_translatable
 from reloadctl.agent.engine.source import function_codes
 from reloadctl.agent.engine.undo import FUNCTION_ATTRS, replace_contents
 
-Adopt = Callable[..., Any]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Final
+
+    Adopt = Callable[..., Any]
+
 
 #: Bound on functions visited through closures in one reload (cells can form big graphs).
 _MAX_REPOINT: Final = 100_000

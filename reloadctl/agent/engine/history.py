@@ -13,9 +13,12 @@ import time
 import weakref
 from dataclasses import dataclass
 from types import CodeType, ModuleType
-from typing import Any, Final
 
 from reloadctl.agent.engine.undo import UndoLog
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Final
 
 #: The one process-wide reload lock: applying and rolling back.
 LOCK: Final = threading.RLock()

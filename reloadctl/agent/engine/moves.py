@@ -21,12 +21,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import FunctionType, ModuleType
-from typing import Any, Final
 
 from reloadctl.agent.engine.adopt import adopt
 from reloadctl.agent.engine.context import Context, is_definition
 from reloadctl.agent.engine.undo import UndoLog
 from reloadctl.proto.messages import Action
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Final
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from types import CodeType, FunctionType, ModuleType
-from typing import Any, Final
 
 from reloadctl.agent.engine.adopt import adopt, adopt_attributes
 from reloadctl.agent.engine.classes import fix_instance
@@ -33,6 +32,10 @@ from reloadctl.agent.engine.resolve import Target
 from reloadctl.agent.engine.source import class_stores, definition_qualnames
 from reloadctl.agent.engine.undo import UndoLog
 from reloadctl.proto.messages import Action
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Final
 
 #: Module attributes owned by the import system, never pruned.
 SPECIAL: Final = frozenset(

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import sys
 from types import CodeType, FunctionType, ModuleType
-from typing import Any, Final
 
 from reloadctl.agent.engine.context import AMBIGUOUS, is_definition
 from reloadctl.agent.engine.namespace import SPECIAL, old_definitions, star_exports
 from reloadctl.agent.engine.resolve import Target
 from reloadctl.proto.messages import Action
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Final
 
 _CO_OPTIMIZED: Final = 0x1
 

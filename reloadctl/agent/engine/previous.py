@@ -18,7 +18,10 @@ import importlib.util
 import marshal
 import os
 from types import CodeType, FunctionType, ModuleType
-from typing import Final
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Final
 
 _HEADER: Final = 16
 

@@ -20,11 +20,14 @@ import ast
 import builtins
 import sys
 from types import CodeType, FunctionType
-from typing import Any, Final
 
 from reloadctl.agent.engine.functions import same
 from reloadctl.agent.engine.resolve import Target
 from reloadctl.agent.engine.source import silenced_warnings
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Final
 
 _MISSING: Final = object()
 _METHOD_DECORATORS: Final = frozenset(

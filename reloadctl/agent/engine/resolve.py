@@ -22,11 +22,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib.machinery import ModuleSpec
 from types import ModuleType
-from typing import Any, Final
 
 from reloadctl.agent.engine.previous import imported_code
 from reloadctl.agent.engine.source import ModuleCode, Source, analyse, compile_module, read_source
 from reloadctl.proto.messages import FAILED, NOT_LOADED, REFUSED, ErrorInfo, ModuleResult
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Final
 
 _MAIN_NAMES: Final = frozenset({"__main__", "__mp_main__"})
 _OWN_PACKAGE: Final = "reloadctl"

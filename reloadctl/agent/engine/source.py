@@ -9,7 +9,10 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from types import CodeType
-from typing import Any, Final
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Final
 
 #: Nested code objects that are not user-visible functions (their closures never escape).
 _COMPREHENSIONS: Final = frozenset({"<listcomp>", "<dictcomp>", "<setcomp>", "<genexpr>"})

@@ -13,7 +13,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from types import CellType, FunctionType
-from typing import Any, Final
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Final
 
 log = logging.getLogger(__name__)
 
