@@ -129,6 +129,81 @@ def run(argv: list[str], env: dict[str, str]) -> tuple[float, int]:
     return elapsed, usage.ru_maxrss
 
 
+def agent_cpu_ms(pid: int) -> float:
+    """User + system CPU of process ``pid`` so far (clock ticks, from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
+
+
+def per_target(
+    root: Path, agent: subprocess.Popen[bytes], path: str, calls: int
+) -> dict[str, float]:
+    """CPU per target on each side, one agent, ``calls`` sequential calls of each kind.
+
+    - ``ping``: the baseline's connect + handshake + rpyc ping + close;
+    - ``reload``: ``connection.execute`` of a real reload (the file edited before each call,
+      outside the timing), what ``reloadctl reload`` does per target;
+    - ``engine``: ``reload_modules`` of the same module in this process (no transport), and
+      ``importlib.reload`` of it, for the floor of a reload's cost.
+    """
+    import importlib
+
+    from reloadctl.agent import reload_modules
+    from reloadctl.client.connection import execute
+    from reloadctl.proto.messages import ReloadRequest
+
+    namespace: dict[str, object] = {}
+    exec(BASELINE.split("paths = ", maxsplit=1)[0], namespace)  # the baseline's own ping()
+    ping = namespace["ping"]
+    mod_py = root / "mod.py"
+    version = [10**6]
+
+    def edit() -> None:
+        version[0] += 1
+        mod_py.write_text(f"def value():\n    return {version[0]}\n")
+
+    def reload() -> None:
+        results = execute(
+            f"unix://{path}", ReloadRequest(("mod",)), secret=None, connect_timeout=5, timeout=10
+        )
+        assert [r.status for r in results] == ["reloaded"], results  # type: ignore[union-attr]
+
+    out: dict[str, float] = {}
+    for name, call in (("ping", lambda: ping(path)), ("reload", reload)):  # type: ignore[operator]
+        wall = cpu = 0.0
+        agent_before = agent_cpu_ms(agent.pid)
+        for _ in range(calls):
+            if name == "reload":
+                edit()
+            t0, c0 = time.perf_counter(), time.thread_time()
+            call()
+            wall += time.perf_counter() - t0
+            cpu += time.thread_time() - c0
+        time.sleep(0.2)  # the agent closes its side
+        out[f"{name}_wall_ms"] = wall * 1000 / calls
+        out[f"{name}_client_cpu_ms"] = cpu * 1000 / calls
+        out[f"{name}_agent_cpu_ms"] = (agent_cpu_ms(agent.pid) - agent_before) / calls
+    sys.path.insert(0, str(root))
+    try:
+        import mod  # type: ignore[import-not-found]
+
+        for name, fn in (
+            ("engine", lambda: reload_modules(["mod"])),
+            ("importlib", lambda: importlib.reload(mod)),
+        ):
+            spent = []
+            for _ in range(calls):
+                edit()
+                importlib.invalidate_caches()
+                c0 = time.thread_time()
+                fn()
+                spent.append(time.thread_time() - c0)
+            out[f"{name}_cpu_ms"] = statistics.median(spent) * 1000
+    finally:
+        sys.path.remove(str(root))
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
@@ -183,6 +258,7 @@ def main() -> None:
             samples.setdefault((kind, n), []).append(elapsed)
             if kind == "reloadctl":
                 peak_rss[n] = max(peak_rss.get(n, 0), rss)
+        target = per_target(root, procs[0], paths[0], calls=300)
     finally:
         for p in procs:
             p.send_signal(signal.SIGKILL)
@@ -217,6 +293,27 @@ def main() -> None:
     cold = first_reload[("reloadctl", len(procs))]
     print(f"\nfirst reload of all {len(procs)} agents (each loads the engine): {cold:.1f} ms")
     result["first_reload_ms"] = round(cold, 1)
+    ping_cpu = target["ping_client_cpu_ms"] + target["ping_agent_cpu_ms"]
+    reload_cpu = target["reload_client_cpu_ms"] + target["reload_agent_cpu_ms"]
+    print("\nper target, one agent, 300 sequential calls each (CPU: client + agent):")
+    print(f"{'':28} {'wall ms':>8} {'client CPU':>11} {'agent CPU':>10} {'total CPU':>10}")
+    for name, label in (
+        ("ping", "handshake + rpyc ping"),
+        ("reload", "reloadctl reload (execute)"),
+    ):
+        print(
+            f"{label:28} {target[name + '_wall_ms']:8.3f} "
+            f"{target[name + '_client_cpu_ms']:11.3f} {target[name + '_agent_cpu_ms']:10.3f} "
+            f"{target[name + '_client_cpu_ms'] + target[name + '_agent_cpu_ms']:10.3f}"
+        )
+    floor = ping_cpu + target["engine_cpu_ms"]
+    print(
+        f"the reload itself, in-process: engine {target['engine_cpu_ms']:.3f} ms CPU, "
+        f"importlib.reload {target['importlib_cpu_ms']:.3f} ms\n"
+        f"a reload can cost no less than ping + engine = {floor:.3f} ms CPU per target, "
+        f"{floor / ping_cpu:.2f}x the ping; ours: {reload_cpu:.3f} ms, {reload_cpu / ping_cpu:.2f}x"
+    )
+    result["per_target"] = {k: round(v, 3) for k, v in target.items()}
     top = rows[-1]
     verdict = "meets" if top["ratio"] <= TARGET_RATIO else "MISSES"  # type: ignore[operator]
     print(
