@@ -8,7 +8,10 @@ a private XDG_RUNTIME_DIR), then for N in 1, 10, 50, 200 and in interleaved rand
 - the baseline: a Python process that connects to the same N agents with the same pool
   size (the CLI's default ``-P``), runs the agent's mandatory handshake, opens an rpyc
   connection and calls rpyc's own ``ping()``, then closes: the transport floor with no
-  reload, no CLI and no rendering.
+  reload, no CLI and no rendering. The target is against this one;
+- for context, the same process calling one method the ordinary rpyc way instead
+  (``conn.root.poll(b"")``: GETROOT, INSPECT, GETATTR, CALL round trips), what a plain
+  rpyc RPC fan-out costs (the agent answers it with a protocol error).
 
 Both are whole processes started the same way, so both include interpreter start-up.
 Before the timed runs, one reload of all N agents (reported as "first reload") is each
@@ -73,13 +76,17 @@ def ping(path):
         client.finish(auth.read_frame(recv_exact))
         conn = connect_channel(Channel(SocketStream(sock), compress=False), config={})
         try:
-            conn.ping()
+            if CALL:
+                conn.root.poll(b"")  # rpyc's ordinary path: GETROOT, INSPECT, GETATTR, CALL
+            else:
+                conn.ping()
         finally:
             conn.close()
     finally:
         sock.close()
 
-paths = sys.argv[2:]
+CALL = sys.argv[2:3] == ["call"]
+paths = sys.argv[3:]
 with ThreadPoolExecutor(int(sys.argv[1])) as pool:
     list(pool.map(ping, paths))
 """
@@ -153,7 +160,8 @@ def per_target(
     from reloadctl.proto.messages import ReloadRequest
 
     namespace: dict[str, object] = {}
-    exec(BASELINE.split("paths = ", maxsplit=1)[0], namespace)  # the baseline's own ping()
+    exec(BASELINE.split("CALL = ", maxsplit=1)[0], namespace)  # the baseline's own ping()
+    namespace["CALL"] = False
     ping = namespace["ping"]
     mod_py = root / "mod.py"
     version = [10**6]
@@ -237,9 +245,10 @@ def main() -> None:
         started_s = time.monotonic() - t0
         paths = [str(root / "run" / "reloadctl" / f"app-{p.pid}.sock") for p in procs]
         version = 0
-        order = [(kind, n) for kind in ("reloadctl", "rpyc ping") for n in sizes] * args.runs
+        kinds = ("reloadctl", "rpyc ping", "rpyc call")
+        order = [(kind, n) for kind in kinds for n in sizes] * args.runs
         random.shuffle(order)
-        warmup = [("reloadctl", len(paths)), ("rpyc ping", len(paths))]
+        warmup = [(kind, len(paths)) for kind in kinds]
         for kind, n in [*warmup, *order]:
             chosen = paths[:n]
             if kind == "reloadctl":
@@ -250,7 +259,8 @@ def main() -> None:
                     argv += ["-H", f"unix://{p}"]
                 argv.append("mod")
             else:
-                argv = [sys.executable, "-c", BASELINE, str(parallel), *chosen]
+                mode = kind.split()[1]  # "ping" or "call"
+                argv = [sys.executable, "-c", BASELINE, str(parallel), mode, *chosen]
             elapsed, rss = run(argv, env)
             if warmup:
                 first_reload[warmup.pop(0)] = elapsed
@@ -271,21 +281,28 @@ def main() -> None:
         f"pool size {parallel}; {args.runs} runs each\n"
     )
     print(
-        f"{'N':>4} {'reloadctl ms':>13} {'rpyc ping ms':>13} {'ratio':>6} {'CLI peak RSS MiB':>17}"
+        f"{'N':>4} {'reloadctl ms':>13} {'rpyc ping ms':>13} {'ratio':>6} "
+        f"{'rpyc call ms':>13} {'ratio':>6} {'CLI peak RSS MiB':>17}"
     )
     result: dict[str, object] = {"agents": len(procs), "parallel": parallel, "runs": args.runs}
     rows = []
     for n in sizes:
         ours = statistics.median(samples[("reloadctl", n)])
         base = statistics.median(samples[("rpyc ping", n)])
+        call = statistics.median(samples[("rpyc call", n)])
         ratio = ours / base
-        print(f"{n:>4} {ours:13.1f} {base:13.1f} {ratio:6.2f} {peak_rss[n] / 1024:17.1f}")
+        print(
+            f"{n:>4} {ours:13.1f} {base:13.1f} {ratio:6.2f} {call:13.1f} {ours / call:6.2f} "
+            f"{peak_rss[n] / 1024:17.1f}"
+        )
         rows.append(
             {
                 "n": n,
                 "reloadctl_ms": round(ours, 1),
                 "rpyc_ping_ms": round(base, 1),
                 "ratio": round(ratio, 2),
+                "rpyc_call_ms": round(call, 1),
+                "ratio_to_call": round(ours / call, 2),
                 "cli_peak_rss_mib": round(peak_rss[n] / 1024, 1),
             }
         )
