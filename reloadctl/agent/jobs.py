@@ -50,16 +50,6 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Final, Protocol
 
-log = logging.getLogger(__name__)
-
-MAX_ACTIVE: Final = 8
-MAX_KEPT: Final = 64
-JOB_TTL_S: Final = 300.0
-MAX_WAIT_S: Final = 10.0
-
-
-if TYPE_CHECKING:
-
     class Engine(Protocol):
         """The three engine functions the agent uses (``reloadctl.agent.engine``)."""
 
@@ -77,6 +67,14 @@ if TYPE_CHECKING:
         ) -> list[ModuleResult]: ...
 
         def patched_modules(self) -> list[PatchedModule]: ...
+
+
+log = logging.getLogger(__name__)
+
+MAX_ACTIVE: Final = 8
+MAX_KEPT: Final = 64
+JOB_TTL_S: Final = 300.0
+MAX_WAIT_S: Final = 10.0
 
 
 class JobsBusy(AgentError):
