@@ -69,6 +69,14 @@ def lookup(name: str, module: ModuleType) -> ModuleRecord | None:
     return record
 
 
+def knows_running_version(name: str, module: ModuleType) -> bool:
+    """True when the engine applied the version ``module`` runs now, so it knows its digest,
+    the names it bound and its code (not the case before the first reload, nor after a
+    rollback to the imported version)."""
+    record = lookup(name, module)
+    return record is not None and record.digest is not None and record.defined is not None
+
+
 def commit(
     name: str,
     module: ModuleType,

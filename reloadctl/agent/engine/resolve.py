@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from importlib.machinery import ModuleSpec
 from types import ModuleType
 
+from reloadctl.agent.engine import history
 from reloadctl.agent.engine.previous import imported_code
 from reloadctl.agent.engine.source import ModuleCode, Source, analyse, compile_module, read_source
 from reloadctl.proto.messages import FAILED, NOT_LOADED, REFUSED, ErrorInfo, ModuleResult
@@ -204,6 +205,10 @@ def _prepare(name: str, allow: Sequence[str] | None) -> Target | ModuleResult:
     except Exception as exc:  # noqa: BLE001 - SyntaxError, ValueError (NUL), RecursionError
         return failure(name, exc)
     package = name if spec.submodule_search_locations is not None else name.rpartition(".")[0]
-    old = imported_code(module, source.text.encode("utf-8", "surrogateescape"))
-    imported = analyse(old, package) if old is not None else None
+    imported = None
+    if not history.knows_running_version(name, module):
+        # the imported version's bytecode matters only until the engine has applied (and
+        # so knows) a version itself; reading it on every later reload would be wasted I/O
+        old = imported_code(module, source.text.encode("utf-8", "surrogateescape"))
+        imported = analyse(old, package) if old is not None else None
     return Target(name, module, spec, source, analyse(code, package), imported, compile_warnings)

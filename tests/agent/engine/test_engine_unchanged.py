@@ -122,6 +122,37 @@ def test_bytecode_cache_of_the_imported_version_makes_first_reload_precise(
     assert m.f() == 2
 
 
+def test_bytecode_cache_is_read_only_while_the_engine_does_not_know_the_running_version(
+    kit: Kit, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before the first reload and after a rollback to the imported version the engine
+    reads the imported version's bytecode; after a reload it knows what runs, and a file read
+    on every later reload would be wasted I/O."""
+    from reloadctl.agent.engine import previous, resolve, rollback_modules
+
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)
+    reads: list[str] = []
+
+    def counting(module: object, source_bytes: bytes | None = None) -> object:
+        reads.append(getattr(module, "__name__", "?"))
+        return previous.imported_code(module, source_bytes)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(resolve, "imported_code", counting)
+    kit.write("m", "OLD = 1\ndef f():\n    return 1\n")
+    m = kit.load("m")
+    kit.write("m", "def f():\n    return 2\n")
+    kit.ok("m")
+    assert len(reads) == 1 and not hasattr(m, "OLD")  # the first reload used it
+    assert [r.status for r in rollback_modules([kit.name("m")])] == ["reloaded"]
+    assert m.f() == 1  # the imported version runs again: the engine no longer knows it
+    kit.write("m", "def f():\n    return 3\n")
+    kit.ok("m")
+    assert len(reads) == 2 and m.f() == 3 and not hasattr(m, "OLD")
+    kit.write("m", "def f():\n    return 4\n")
+    kit.ok("m")
+    assert len(reads) == 2 and m.f() == 4  # it knows the running version now
+
+
 def test_stale_bytecode_of_another_version_is_not_trusted(
     kit: Kit, monkeypatch: pytest.MonkeyPatch
 ) -> None:
