@@ -399,24 +399,26 @@ def test_gunicorn_under_the_launcher_gives_every_worker_its_own_agent(
 # -- uvicorn ------------------------------------------------------------------------------
 
 
+def uvicorn_args(server: Server, app: str) -> list[str]:
+    """``-m uvicorn`` with WORKERS workers serving ``app`` from the shop on the server port."""
+    return [
+        "-m",
+        "uvicorn",
+        "--workers",
+        str(WORKERS),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(server.port),
+        "--app-dir",
+        str(server.shop),
+        "--no-access-log",
+        app,
+    ]
+
+
 def test_uvicorn_workers_start_their_agent_in_lifespan(server: Server) -> None:
-    server.start(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "--workers",
-            str(WORKERS),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(server.port),
-            "--app-dir",
-            str(server.shop),
-            "--no-access-log",
-            "asgi:app",
-        ]
-    )
+    server.start([sys.executable, *uvicorn_args(server, "asgi:app")])
     assert_live_reload_of_every_worker(server)
 
 
@@ -444,25 +446,7 @@ def test_uvicorn_workers_under_the_launcher_each_get_an_agent(server: Server) ->
     # comes from the inherited environment (bootstrap sitecustomize). The app has no
     # agent code at all, and the master gets no agent.
     (server.shop / "plain_asgi.py").write_text(PLAIN_ASGI)
-    server.start(
-        [
-            sys.executable,
-            "-m",
-            "reloadctl.agent",
-            "-m",
-            "uvicorn",
-            "--workers",
-            str(WORKERS),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(server.port),
-            "--app-dir",
-            str(server.shop),
-            "--no-access-log",
-            "plain_asgi:app",
-        ]
-    )
+    server.start([sys.executable, "-m", "reloadctl.agent", *uvicorn_args(server, "plain_asgi:app")])
     assert_live_reload_of_every_worker(server)
     assert all(p.name.startswith("uvicorn-") for p in server.sockets.iterdir())
 
