@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
     from reloadctl.agent.engine import reload_modules, rollback_modules
     from reloadctl.agent.lifecycle import Agent, start, start_in_children
-    from reloadctl.proto.messages import ModuleResult
+    from reloadctl.results import ModuleResult
 
 #: public name -> module that defines it
 _EXPORTS = {
@@ -34,7 +34,7 @@ _EXPORTS = {
     "start_in_children": "reloadctl.agent.lifecycle",
     "reload_modules": "reloadctl.agent.engine",
     "rollback_modules": "reloadctl.agent.engine",
-    "ModuleResult": "reloadctl.proto.messages",
+    "ModuleResult": "reloadctl.results",
 }
 
 __all__ = [

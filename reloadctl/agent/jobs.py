@@ -36,15 +36,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from reloadctl.errors import AgentError
-from reloadctl.proto.messages import (
-    FAILED,
-    ErrorInfo,
-    JobEvents,
-    ModuleResult,
-    PatchedModule,
-    ReloadRequest,
-    RollbackRequest,
-)
+from reloadctl.proto.messages import JobEvents, ReloadRequest, RollbackRequest
+from reloadctl.results import FAILED, ErrorInfo, ModuleResult, PatchedModule
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

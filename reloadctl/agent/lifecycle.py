@@ -79,7 +79,7 @@ if TYPE_CHECKING:
     from reloadctl.agent.jobs import JobManager
     from reloadctl.agent.server import AgentServer
     from reloadctl.proto.address import Address
-    from reloadctl.proto.messages import ModuleResult, PatchedModule
+    from reloadctl.results import ModuleResult, PatchedModule
     from reloadctl.secrets import Secret
 
 log = logging.getLogger(__name__)

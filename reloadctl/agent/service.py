@@ -40,13 +40,13 @@ from reloadctl.proto.messages import (
     ErrorReply,
     JobAccepted,
     JobEvents,
-    ModuleResult,
     PollRequest,
     ReloadRequest,
     Reply,
     RollbackRequest,
     StatusRequest,
 )
+from reloadctl.results import ModuleResult
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

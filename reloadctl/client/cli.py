@@ -252,7 +252,7 @@ def exit_code(
         typos: modules loaded by no selected target (``fanout.modules_loaded_nowhere``).
     """
     from reloadctl.client.fanout import ANSWERED
-    from reloadctl.proto.messages import (
+    from reloadctl.results import (
         AUTH_FAILED,
         NOT_ATTEMPTED,
         NOT_LOADED,

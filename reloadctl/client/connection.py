@@ -58,13 +58,13 @@ from reloadctl.proto.messages import (
     ErrorReply,
     JobAccepted,
     JobEvents,
-    ModuleResult,
     PollRequest,
     ReloadRequest,
     Reply,
     RollbackRequest,
     StatusRequest,
 )
+from reloadctl.results import ModuleResult
 from reloadctl.secrets import Secret
 
 if TYPE_CHECKING:

@@ -38,7 +38,8 @@ from reloadctl.errors import (
     TargetTimeout,
     TargetUnreachable,
 )
-from reloadctl.proto.messages import (
+from reloadctl.proto.messages import AgentInfo, ReloadRequest, RollbackRequest, StatusRequest
+from reloadctl.results import (
     AUTH_FAILED,
     FAILED,
     NOT_ATTEMPTED,
@@ -46,12 +47,8 @@ from reloadctl.proto.messages import (
     REFUSED,
     TIMEOUT,
     UNREACHABLE,
-    AgentInfo,
     ErrorInfo,
     ModuleResult,
-    ReloadRequest,
-    RollbackRequest,
-    StatusRequest,
 )
 
 if TYPE_CHECKING:

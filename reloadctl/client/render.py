@@ -25,7 +25,8 @@ from collections.abc import Iterable, Sequence
 from typing import Final, TextIO
 
 from reloadctl.client.fanout import ANSWERED, Outcome
-from reloadctl.proto.messages import (
+from reloadctl.proto.messages import AgentInfo
+from reloadctl.results import (
     AUTH_FAILED,
     FAILED,
     NOT_ATTEMPTED,
@@ -35,7 +36,6 @@ from reloadctl.proto.messages import (
     TIMEOUT,
     UNCHANGED,
     UNREACHABLE,
-    AgentInfo,
     ErrorInfo,
     ModuleResult,
 )

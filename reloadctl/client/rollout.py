@@ -36,16 +36,8 @@ from typing import TYPE_CHECKING, Final
 
 from reloadctl.client.fanout import ANSWERED, FanoutReport, Outcome, unanswered
 from reloadctl.errors import ConfigError
-from reloadctl.proto.messages import (
-    NOT_ATTEMPTED,
-    OK_STATUSES,
-    RELOADED,
-    UNREACHABLE,
-    ErrorInfo,
-    ReloadRequest,
-    RollbackRequest,
-    StatusRequest,
-)
+from reloadctl.proto.messages import ReloadRequest, RollbackRequest, StatusRequest
+from reloadctl.results import NOT_ATTEMPTED, OK_STATUSES, RELOADED, UNREACHABLE, ErrorInfo
 
 __all__ = [
     "RolloutPlan",

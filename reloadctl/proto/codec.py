@@ -27,16 +27,11 @@ import msgpack
 
 from reloadctl.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 from reloadctl.proto.messages import (
-    ENGINE_STATUSES,
     ERROR_CODES,
-    Action,
     AgentInfo,
-    ErrorInfo,
     ErrorReply,
     JobAccepted,
     JobEvents,
-    ModuleResult,
-    PatchedModule,
     PollRequest,
     ReloadRequest,
     Reply,
@@ -44,6 +39,7 @@ from reloadctl.proto.messages import (
     RollbackRequest,
     StatusRequest,
 )
+from reloadctl.results import ENGINE_STATUSES, Action, ErrorInfo, ModuleResult, PatchedModule
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

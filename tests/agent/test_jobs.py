@@ -10,7 +10,8 @@ import pytest
 
 from reloadctl.agent import jobs
 from reloadctl.agent.jobs import JobManager, JobsBusy, UnknownJob
-from reloadctl.proto.messages import ModuleResult, PatchedModule, ReloadRequest, RollbackRequest
+from reloadctl.proto.messages import ReloadRequest, RollbackRequest
+from reloadctl.results import ModuleResult, PatchedModule
 
 
 class GatedEngine:

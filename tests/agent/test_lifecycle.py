@@ -22,7 +22,8 @@ from agentkit import SECRET
 from reloadctl.agent import lifecycle, start
 from reloadctl.client.connection import execute
 from reloadctl.errors import AgentAlreadyRunning, AgentError, ConfigError, SecretError
-from reloadctl.proto.messages import AgentInfo, ModuleResult, ReloadRequest, StatusRequest
+from reloadctl.proto.messages import AgentInfo, ReloadRequest, StatusRequest
+from reloadctl.results import ModuleResult
 from reloadctl.secrets import Secret
 
 

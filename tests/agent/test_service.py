@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from reloadctl.agent.service import encode_events
 from reloadctl.proto import codec
-from reloadctl.proto.messages import ErrorInfo, JobEvents, ModuleResult
+from reloadctl.proto.messages import JobEvents
+from reloadctl.results import ErrorInfo, ModuleResult
 
 
 def _big(i: int, size: int) -> ModuleResult:

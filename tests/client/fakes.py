@@ -11,15 +11,8 @@ import time
 from dataclasses import dataclass, field
 
 from reloadctl.errors import TargetError, TargetUnreachable
-from reloadctl.proto.messages import (
-    NOT_LOADED,
-    RELOADED,
-    AgentInfo,
-    ErrorInfo,
-    ModuleResult,
-    PatchedModule,
-    StatusRequest,
-)
+from reloadctl.proto.messages import AgentInfo, StatusRequest
+from reloadctl.results import NOT_LOADED, RELOADED, ErrorInfo, ModuleResult, PatchedModule
 
 
 @dataclass

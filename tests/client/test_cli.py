@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 from reloadctl import __version__
 from reloadctl.client import cli
 from reloadctl.errors import TargetAuthFailed
-from reloadctl.proto.messages import FAILED, RELOADED, UNCHANGED, ReloadRequest
+from reloadctl.proto.messages import ReloadRequest
+from reloadctl.results import FAILED, RELOADED, UNCHANGED
 
 A = "tcp://127.0.0.1:7001"
 B = "tcp://127.0.0.1:7002"

@@ -7,7 +7,7 @@ import pytest
 from reloadctl.client.cli import exit_code
 from reloadctl.client.fanout import ANSWERED, Outcome, modules_loaded_nowhere
 from reloadctl.client.targets import Target
-from reloadctl.proto.messages import ModuleResult
+from reloadctl.results import ModuleResult
 
 A, B = Target("a", "tcp://a:1"), Target("b", "tcp://b:1")
 

@@ -24,7 +24,8 @@ from reloadctl.errors import (
     TargetTimeout,
     TargetUnreachable,
 )
-from reloadctl.proto.messages import (
+from reloadctl.proto.messages import ReloadRequest, StatusRequest
+from reloadctl.results import (
     AUTH_FAILED,
     FAILED,
     NOT_ATTEMPTED,
@@ -34,8 +35,6 @@ from reloadctl.proto.messages import (
     TIMEOUT,
     UNREACHABLE,
     ModuleResult,
-    ReloadRequest,
-    StatusRequest,
 )
 
 REQ = ReloadRequest(("shop.pricing", "shop.cart"))

@@ -8,12 +8,12 @@ import json
 from reloadctl.client.fanout import ANSWERED, Outcome
 from reloadctl.client.render import Renderer, agent_record, module_record, summarize
 from reloadctl.client.targets import Target
-from reloadctl.proto.messages import (
+from reloadctl.proto.messages import AgentInfo
+from reloadctl.results import (
     FAILED,
     RELOADED,
     UNREACHABLE,
     Action,
-    AgentInfo,
     ErrorInfo,
     ModuleResult,
     PatchedModule,

@@ -26,7 +26,8 @@ from reloadctl.client.rollout import (
 )
 from reloadctl.client.targets import Target
 from reloadctl.errors import ConfigError
-from reloadctl.proto.messages import FAILED, RELOADED, ReloadRequest
+from reloadctl.proto.messages import ReloadRequest
+from reloadctl.results import FAILED, RELOADED
 
 REQ = ReloadRequest(("m",))
 

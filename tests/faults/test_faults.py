@@ -22,14 +22,8 @@ from reloadctl.agent import Agent, start
 from reloadctl.agent.jobs import JobManager
 from reloadctl.client.connection import execute
 from reloadctl.errors import TargetTimeout
-from reloadctl.proto.messages import (
-    AgentInfo,
-    ModuleResult,
-    PatchedModule,
-    PollRequest,
-    ReloadRequest,
-    StatusRequest,
-)
+from reloadctl.proto.messages import AgentInfo, PollRequest, ReloadRequest, StatusRequest
+from reloadctl.results import ModuleResult, PatchedModule
 from reloadctl.secrets import Secret
 
 

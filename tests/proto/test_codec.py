@@ -12,19 +12,16 @@ from hypothesis import strategies as st
 from reloadctl.errors import LocalProtocolError, RemoteProtocolError
 from reloadctl.proto import codec
 from reloadctl.proto.messages import (
-    Action,
     AgentInfo,
-    ErrorInfo,
     ErrorReply,
     JobAccepted,
     JobEvents,
-    ModuleResult,
-    PatchedModule,
     PollRequest,
     ReloadRequest,
     RollbackRequest,
     StatusRequest,
 )
+from reloadctl.results import Action, ErrorInfo, ModuleResult, PatchedModule
 
 RESULT = ModuleResult(
     module="pkg.mod",

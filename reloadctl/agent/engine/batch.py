@@ -32,7 +32,7 @@ from reloadctl.agent.engine.plan import plan_actions
 from reloadctl.agent.engine.proof import proven_unchanged
 from reloadctl.agent.engine.resolve import Target, failure, loaded_module, prepare
 from reloadctl.agent.engine.source import read_source
-from reloadctl.proto.messages import (
+from reloadctl.results import (
     FAILED,
     RELOADED,
     UNCHANGED,

@@ -14,7 +14,7 @@ import gc
 from types import CodeType, FunctionType
 
 from reloadctl.agent.engine.context import Context
-from reloadctl.proto.messages import Action
+from reloadctl.results import Action
 
 
 def patch_live_closures(ctx: Context) -> None:

@@ -8,7 +8,7 @@ import functools
 from types import CodeType, FunctionType
 
 from reloadctl.agent.engine.undo import UndoLog
-from reloadctl.proto.messages import Action
+from reloadctl.results import Action
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from types import ModuleType
 
 from reloadctl.agent.engine.undo import UndoLog
-from reloadctl.proto.messages import Action
+from reloadctl.results import Action
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -25,7 +25,7 @@ from types import FunctionType, ModuleType
 from reloadctl.agent.engine.adopt import adopt
 from reloadctl.agent.engine.context import Context, is_definition
 from reloadctl.agent.engine.undo import UndoLog
-from reloadctl.proto.messages import Action
+from reloadctl.results import Action
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -31,7 +31,7 @@ from reloadctl.agent.engine.context import (
 from reloadctl.agent.engine.resolve import Target
 from reloadctl.agent.engine.source import class_stores, definition_qualnames
 from reloadctl.agent.engine.undo import UndoLog
-from reloadctl.proto.messages import Action
+from reloadctl.results import Action
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -9,7 +9,7 @@ from types import CodeType, FunctionType, ModuleType
 from reloadctl.agent.engine.context import AMBIGUOUS, is_definition
 from reloadctl.agent.engine.namespace import SPECIAL, old_definitions, star_exports
 from reloadctl.agent.engine.resolve import Target
-from reloadctl.proto.messages import Action
+from reloadctl.results import Action
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -26,7 +26,7 @@ from types import ModuleType
 from reloadctl.agent.engine import history
 from reloadctl.agent.engine.previous import imported_code
 from reloadctl.agent.engine.source import ModuleCode, Source, analyse, compile_module, read_source
-from reloadctl.proto.messages import FAILED, NOT_LOADED, REFUSED, ErrorInfo, ModuleResult
+from reloadctl.results import FAILED, NOT_LOADED, REFUSED, ErrorInfo, ModuleResult
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -14,7 +14,7 @@ from types import ModuleType
 import pytest
 
 from reloadctl.agent.engine import reload_modules
-from reloadctl.proto.messages import ModuleResult
+from reloadctl.results import ModuleResult
 
 _counter = itertools.count()
 

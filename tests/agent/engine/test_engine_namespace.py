@@ -7,7 +7,7 @@ import typing
 
 from conftest import Kit, actions
 
-from reloadctl.proto.messages import Action
+from reloadctl.results import Action
 
 
 def test_identity_and_dunders_kept(kit: Kit) -> None:
