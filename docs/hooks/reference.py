@@ -76,7 +76,7 @@ def cli_reference() -> str:
 
 def _command(command: Any, ctx: Any, out: list[str], *, top: bool) -> None:
     path = ctx.command_path
-    out += [f"## `{path}`", ""]
+    out += [f"### `{path}`", ""]
     out += ["```text", command.get_usage(ctx), "```", ""]
     out += _help(command.help or "")
     params = [param for param in command.get_params(ctx) if not getattr(param, "hidden", False)]
@@ -145,5 +145,5 @@ def _inline(text: str) -> str:
 
 
 def _anchor(title: str) -> str:
-    """The id mkdocs' toc extension gives a heading ``## `title` ``."""
+    """The id mkdocs' toc extension gives a heading ``### `title` ``."""
     return re.sub(r"[^\w]+", "-", title.lower()).strip("-")
