@@ -3,6 +3,7 @@ build fails on a broken link and carries a CLI reference generated from the type
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import shutil
 import subprocess
@@ -109,20 +110,27 @@ def test_manual_builds_strictly_and_a_broken_link_fails_it(tmp_path: Path) -> No
 
 def test_cli_reference_lists_every_command_and_option_of_the_app() -> None:
     pytest.importorskip("mkdocs")
-    sys.path.insert(0, str(ROOT / "docs" / "hooks"))
-    try:
-        import reference  # the mkdocs hook itself
-    finally:
-        sys.path.remove(str(ROOT / "docs" / "hooks"))
+    spec = importlib.util.spec_from_file_location(
+        "reloadctl_docs_hook", ROOT / "docs" / "hooks" / "reference.py"
+    )
+    assert spec is not None and spec.loader is not None
+    reference = importlib.util.module_from_spec(spec)  # the mkdocs hook itself
+    spec.loader.exec_module(reference)
     markdown = reference.cli_reference()
     root = reference.load_command()
 
+    sections = dict(
+        (chunk.split("`", 1)[0], chunk) for chunk in markdown.split("### `reloadctl")[1:]
+    )
+
     def walk(command: object, path: str) -> None:
-        assert f"### `{path}`" in markdown, path
+        section = sections.get(path.removeprefix("reloadctl"))
+        assert section is not None, f"no section for {path}"
+        bullets = "\n".join(line for line in section.splitlines() if line.startswith("- `"))
         for param in command.params:  # type: ignore[attr-defined]
-            for name in param.opts:
-                if name.startswith("-") and not param.hidden:
-                    assert name in markdown, f"{path} {name}"
+            if param.param_type_name == "option" and not param.hidden:
+                for name in param.opts:
+                    assert re.search(rf"^- `[^`]*{re.escape(name)}\b", bullets, re.M), (path, name)
         for name in getattr(command, "commands", {}):
             walk(command.commands[name], f"{path} {name}")  # type: ignore[attr-defined]
 
