@@ -95,3 +95,8 @@ class PatchedModule:
     last_reload: float  # unix time
     #: True when the source on disk now differs from what is running; None if unknown.
     diverged: bool | None = None
+    #: Where the running source came from: ``"disk"``, ``"push:<sha256 prefix>"``, or
+    #: ``""`` when unknown (rolled back to the imported version, or an older agent).
+    origin: str = ""
+    #: The sha256 of the running source (the engine's digest), or ``""`` when unknown.
+    digest: str = ""

@@ -63,8 +63,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 rpyc_log = logging.getLogger("reloadctl.agent.rpyc")
 
-#: rpyc wraps our byte payloads (brine + a request header): leave room for that.
-MAX_RPYC_FRAME: Final = codec.MAX_MESSAGE_BYTES + 64 * 1024
+#: rpyc wraps our byte payloads (brine + a request header): leave room for that. Post-auth
+#: only; the largest message is a push (codec.MAX_PUSH_MESSAGE_BYTES says why not chunks).
+MAX_RPYC_FRAME: Final = codec.MAX_PUSH_MESSAGE_BYTES + 64 * 1024
 #: Seconds a peer has to deliver the rest of a frame once it started one.
 FRAME_DEADLINE_S: Final = 30.0
 #: Socket timeout after the handshake: how often a stalled read re-checks its deadline, and

@@ -5,7 +5,8 @@ Rules:
    from ``TAGS`` ({MessageType: tag}) and ``<body>`` is a map with exactly the fields of
    that dataclass, in any order. Nested values (``ModuleResult``, ``ErrorInfo``, ``Action``,
    ``PatchedModule``) are maps with exactly their fields; tuples are arrays.
-2. Decoding is strict: the input must be ``bytes`` of at most ``MAX_MESSAGE_BYTES``; one
+2. Decoding is strict: the input must be ``bytes`` of at most ``MAX_MESSAGE_BYTES`` (a
+   ``ReloadRequest`` carrying a push: ``MAX_PUSH_MESSAGE_BYTES``); one
    msgpack object, no trailing bytes; ``v`` must equal ``VERSION`` (no fallback, no
    downgrade); unknown tags, missing or extra keys, and wrong types are rejected. A bool is
    never an int, an int is accepted where a float is expected, floats must be finite.
@@ -33,6 +34,7 @@ from reloadctl.proto.messages import (
     JobAccepted,
     JobEvents,
     PollRequest,
+    PushedSource,
     ReloadRequest,
     Reply,
     Request,
@@ -48,6 +50,17 @@ if TYPE_CHECKING:
 VERSION: Final = 1
 #: Largest encoded message either side sends or accepts (the transport caps frames above it).
 MAX_MESSAGE_BYTES: Final = 1024 * 1024
+#: Source text one push may carry (``ReloadRequest.push``, UTF-8 bytes, all files together).
+MAX_PUSH_SOURCE_BYTES: Final = 16 * 1024 * 1024
+#: Largest encoded ``ReloadRequest`` that carries a push: the source, plus room for names,
+#: paths and digests. Only such a request may exceed ``MAX_MESSAGE_BYTES``. A larger cap,
+#: not chunking: the agent reads rpyc frames only after the HMAC handshake (pre-auth frames
+#: stay capped at ``auth.MAX_FRAME``, 4 KiB), so only an authenticated peer, which may
+#: already run code in the agent, can make it allocate this much, and one message keeps a
+#: push all-or-nothing with no staging state to expire on the agent.
+MAX_PUSH_MESSAGE_BYTES: Final = MAX_PUSH_SOURCE_BYTES + 4 * 1024 * 1024
+MAX_PUSH_FILES: Final = 5000
+MAX_PATH: Final = 1024
 MAX_MODULES: Final = 1000
 MAX_NAME: Final = 512
 MAX_RESULTS: Final = 10_000
@@ -203,12 +216,25 @@ SCHEMAS: Final[dict[type[Any], tuple[tuple[str, _Kind], ...]]] = {
         ("reloads", _Int()),
         ("last_reload", _Float()),
         ("diverged", _Bool(optional=True)),
+        ("origin", _Str(max_len=80)),
+        ("digest", _Str(max_len=64)),
+    ),
+    PushedSource: (
+        ("module", _MODULE_NAME),
+        ("path", _Str(nonempty=True, max_len=MAX_PATH)),
+        ("source", _TEXT),
+        ("sha256", _Str(nonempty=True, max_len=64)),
+        ("is_package", _Bool()),
     ),
     ReloadRequest: (
         ("modules", _Seq(_MODULE_NAME, min_len=1, max_len=MAX_MODULES)),
         ("dry_run", _Bool()),
         ("dependents", _Bool()),
         ("deadline_s", _Float(positive=True)),
+        ("push", _Seq(_Struct(PushedSource), max_len=MAX_PUSH_FILES)),
+        ("push_trees", _Seq(_MODULE_NAME, max_len=MAX_MODULES)),
+        ("write", _Bool()),
+        ("allow_new_top_level", _Bool()),
     ),
     RollbackRequest: (
         ("modules", _Seq(_MODULE_NAME, min_len=1, max_len=MAX_MODULES)),
@@ -290,11 +316,17 @@ def encode(message: Request | Reply) -> bytes:
         data: bytes = msgpack.packb({"v": VERSION, "t": tag, "b": body}, use_bin_type=True)
     except (ValueError, TypeError, OverflowError) as exc:
         raise LocalProtocolError(f"cannot encode {tag}: {exc}") from exc
-    if len(data) > MAX_MESSAGE_BYTES:
-        raise LocalProtocolError(
-            f"{tag} message is {len(data)} bytes, over the {MAX_MESSAGE_BYTES} byte limit"
-        )
+    limit = _limit(message)
+    if len(data) > limit:
+        raise LocalProtocolError(f"{tag} message is {len(data)} bytes, over the {limit} byte limit")
     return data
+
+
+def _limit(message: object) -> int:
+    """The size cap of ``message``: only a push may exceed ``MAX_MESSAGE_BYTES``."""
+    if type(message) is ReloadRequest and message.push:
+        return MAX_PUSH_MESSAGE_BYTES
+    return MAX_MESSAGE_BYTES
 
 
 def decode(data: object) -> Request | Reply:
@@ -305,9 +337,9 @@ def decode(data: object) -> Request | Reply:
     """
     if type(data) is not bytes:
         raise RemoteProtocolError(f"expected bytes, got {type(data).__name__}")
-    if len(data) > MAX_MESSAGE_BYTES:
+    if len(data) > MAX_PUSH_MESSAGE_BYTES:
         raise RemoteProtocolError(
-            f"message is {len(data)} bytes, over the {MAX_MESSAGE_BYTES} byte limit"
+            f"message is {len(data)} bytes, over the {MAX_PUSH_MESSAGE_BYTES} byte limit"
         )
     try:
         obj = msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True)
@@ -329,6 +361,10 @@ def decode(data: object) -> Request | Reply:
     if cls is None:
         raise RemoteProtocolError(f"unknown message type {str(tag)[:40]!r}")
     result = _from_body(cls, obj["b"], tag, RemoteProtocolError)
+    if len(data) > _limit(result):
+        raise RemoteProtocolError(
+            f"{tag} message is {len(data)} bytes, over the {MAX_MESSAGE_BYTES} byte limit"
+        )
     return result  # type: ignore[return-value]
 
 

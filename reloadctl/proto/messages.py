@@ -25,6 +25,23 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True, slots=True)
+class PushedSource:
+    """One file of a push (``reloadctl reload --push``): ``module``'s source text.
+
+    ``path`` is the file's path relative to its root, with ``/`` separators
+    (``pkg/__init__.py``, ``pkg/mod.py``); ``source`` is the text as the import system
+    decodes it (coding cookie and universal newlines applied); ``sha256`` is the hex digest
+    of ``source`` encoded as UTF-8, which is also the digest the engine reports.
+    """
+
+    module: str
+    path: str
+    source: str
+    sha256: str
+    is_package: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class ReloadRequest:
     """Reload ``modules`` as one transaction; ``dry_run`` validates and plans only."""
 
@@ -33,6 +50,14 @@ class ReloadRequest:
     dependents: bool = False
     #: Seconds the agent may spend on the job before it reports a timeout.
     deadline_s: float = 30.0
+    #: Pushed source (``--push``): reload from these files instead of the agent's disk.
+    push: tuple[PushedSource, ...] = ()
+    #: Packages of ``push`` shipped whole: their submodules not in ``push`` are removed.
+    push_trees: tuple[str, ...] = ()
+    #: Also write the pushed files to the agent's disk (agents with accept_push="write").
+    write: bool = False
+    #: Allow pushed modules whose top-level name is new to the agent's process.
+    allow_new_top_level: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -278,7 +278,7 @@ def test_oversized_and_bomb_frames(victim: Victim, baseline: Footprint) -> None:
     post_auth = [
         struct.pack("!LB", 0xFFFFFFFF, 0) + b"x" * 4096,
         struct.pack("!LB", len(bomb), 1) + bomb + b"\n",
-        struct.pack("!LB", codec.MAX_MESSAGE_BYTES * 4, 0) + b"\0" * 65536,
+        struct.pack("!LB", codec.MAX_PUSH_MESSAGE_BYTES * 4, 0) + b"\0" * 65536,
     ]
     peak = baseline
     for payload in post_auth:
