@@ -50,6 +50,14 @@ class InventoryError(ConfigError):
     """The inventory file is malformed or names an unknown group."""
 
 
+class PushError(ConfigError):
+    """What ``--push`` should ship cannot be collected: unreadable, changing, too large."""
+
+
+class PushSourceNotFound(PushError):
+    """A module named for ``--push`` has no file under the roots (a usage error)."""
+
+
 # -- agent side ---------------------------------------------------------------------------
 
 

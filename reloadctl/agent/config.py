@@ -7,6 +7,8 @@ Environment variables (all optional):
   agent starts from it removes it from ``os.environ`` (``agent.lifecycle`` rule 8).
 - ``RELOADCTL_AGENT_ALLOW``: comma-separated fnmatch patterns of reloadable modules.
 - ``RELOADCTL_AGENT_READ_ONLY``: ``1`` refuses reload and rollback (status still works).
+- ``RELOADCTL_AGENT_ACCEPT_PUSH``: ``1`` accepts pushed source (``reload --push``),
+  ``write`` also lets a push write the files to disk; unset or ``0`` refuses pushes.
 - ``RELOADCTL_AGENT_DISABLE``: ``1`` is the kill switch: ``start()`` returns a disabled
   agent that listens nowhere.
 - ``RELOADCTL_AGENT_MAX_CONNECTIONS``: concurrent connections (default 16).
@@ -53,6 +55,7 @@ if TYPE_CHECKING:
 LISTEN_ENV: Final = "RELOADCTL_AGENT_LISTEN"
 ALLOW_ENV: Final = "RELOADCTL_AGENT_ALLOW"
 READ_ONLY_ENV: Final = "RELOADCTL_AGENT_READ_ONLY"
+ACCEPT_PUSH_ENV: Final = "RELOADCTL_AGENT_ACCEPT_PUSH"
 DISABLE_ENV: Final = "RELOADCTL_AGENT_DISABLE"
 MAX_CONNECTIONS_ENV: Final = "RELOADCTL_AGENT_MAX_CONNECTIONS"
 INHERIT_ENV: Final = "RELOADCTL_AGENT_INHERIT"
@@ -86,6 +89,8 @@ class AgentConfig:
     tls_cert: str | None = None
     tls_key: str | None = None
     tls_ca: str | None = None
+    #: ``""`` refuses pushes, ``"memory"`` accepts them, ``"write"`` also allows --write.
+    accept_push: str = ""
 
 
 def _env(environ: Mapping[str, str] | None) -> Mapping[str, str]:
@@ -179,6 +184,27 @@ def read_only_mode(read_only: bool | None, environ: Mapping[str, str] | None = N
     return env_flag(READ_ONLY_ENV, environ)
 
 
+def accept_push_mode(
+    accept_push: bool | str | None, environ: Mapping[str, str] | None = None
+) -> str:
+    """``accept_push`` (True/False/"write"), else ``RELOADCTL_AGENT_ACCEPT_PUSH``: one of
+    ``""``, ``"memory"``, ``"write"``."""
+    if accept_push is None:
+        raw = _env(environ).get(ACCEPT_PUSH_ENV, "").strip().lower()
+        if raw == "write":
+            return "write"
+        if raw in _TRUE:
+            return "memory"
+        if raw in _FALSE:
+            return ""
+        raise ConfigError(f"{ACCEPT_PUSH_ENV}={raw[:20]!r} must be 1, 0 or write")
+    if accept_push == "write":
+        return "write"
+    if isinstance(accept_push, bool):
+        return "memory" if accept_push else ""
+    raise ConfigError(f"accept_push={accept_push!r} must be True, False or 'write'")
+
+
 def max_connections(environ: Mapping[str, str] | None = None) -> int:
     """``RELOADCTL_AGENT_MAX_CONNECTIONS`` (1..1024), else the default."""
     raw = _env(environ).get(MAX_CONNECTIONS_ENV, "").strip()
@@ -232,6 +258,7 @@ def build_config(
     tls_cert: str | os.PathLike[str] | None = None,
     tls_key: str | os.PathLike[str] | None = None,
     tls_ca: str | os.PathLike[str] | None = None,
+    accept_push: bool | str | None = None,
 ) -> AgentConfig:
     """Resolve every setting; refuse TCP without a secret, TLS without its files.
 
@@ -274,6 +301,7 @@ def build_config(
         tls_cert=cert,
         tls_key=key,
         tls_ca=ca,
+        accept_push=accept_push_mode(accept_push, environ),
     )
 
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 import time
 from collections import OrderedDict, deque
@@ -188,7 +189,10 @@ class JobManager:
         """The engine's ``patched_modules()`` (rule 6); empty when the engine cannot be
         loaded or fails."""
         try:
-            return list(self._engine_loader().patched_modules())
+            patched = list(self._engine_loader().patched_modules())
+            if "reloadctl.agent.push" in sys.modules:  # origins of pushed code
+                patched = sys.modules["reloadctl.agent.push"].annotate(patched)
+            return patched
         except BaseException:  # status must answer even with a broken engine
             log.exception("engine patched_modules() failed")
             return []
@@ -289,7 +293,11 @@ class JobManager:
         request = job.request
         try:
             engine = self._engine_loader()
-            if isinstance(request, ReloadRequest):
+            if isinstance(request, ReloadRequest) and request.push:
+                from reloadctl.agent import push
+
+                results = push.apply(engine, request, self._allow)
+            elif isinstance(request, ReloadRequest):
                 results = engine.reload_modules(
                     list(request.modules),
                     dry_run=request.dry_run,
@@ -298,6 +306,8 @@ class JobManager:
                 )
             else:
                 results = engine.rollback_modules(list(request.modules), allow=self._allow)
+                if "reloadctl.agent.push" in sys.modules:  # pushed code ran: follow its finder
+                    sys.modules["reloadctl.agent.push"].after_rollback(results)
             return list(results)
         except BaseException as exc:  # rule 5: the worker survives anything
             log.exception("engine failed on job %s", job.id)

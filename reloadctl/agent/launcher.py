@@ -40,7 +40,8 @@ if TYPE_CHECKING:
 
 USAGE: Final = (
     "python -m reloadctl.agent [--listen ADDR] [--secret-file FILE] [--allow PATTERN]... "
-    "[--read-only] [--no-inherit] [--master] (-m module | script.py) [args...]"
+    "[--read-only] [--accept-push[=write]] [--no-inherit] [--master] "
+    "(-m module | script.py) [args...]"
 )
 
 
@@ -107,6 +108,13 @@ def _parser() -> _Parser:
         "--allow", metavar="PATTERN", action="append", help="reloadable modules (repeatable)"
     )
     parser.add_argument("--read-only", action="store_true", default=None, help="refuse reloads")
+    parser.add_argument(
+        "--accept-push",
+        nargs="?",
+        const="1",
+        choices=("1", "write"),
+        help="accept pushed source (reload --push); =write also lets a push write files",
+    )
     parser.add_argument(
         "--no-inherit",
         action="store_true",
@@ -183,6 +191,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     _note(name, args)
 
     from reloadctl.agent.lifecycle import start, start_in_children
+
+    if opts.accept_push is not None:
+        # through the environment, so that the program's worker processes accept it too
+        os.environ["RELOADCTL_AGENT_ACCEPT_PUSH"] = opts.accept_push
 
     # The socket name comes from sys.argv[0] at start(): make it the program's (rule 2).
     sys.argv = [opts.module, *program] if opts.module is not None else list(program)

@@ -357,6 +357,7 @@ def start(
     tls_ca: str | os.PathLike[str] | None = None,
     inherit: bool | None = None,
     loop: asyncio.AbstractEventLoop | None = None,
+    accept_push: bool | str | None = None,
 ) -> Agent:
     """Start this process's agent (or return the running one) and return its handle.
 
@@ -374,6 +375,8 @@ def start(
         inherit: worker processes (forked, multiprocessing) get their own agents (rule 8;
             default: ``RELOADCTL_AGENT_INHERIT``).
         loop: an asyncio event loop to run every reload and rollback on (rule 10).
+        accept_push: accept pushed source (``reload --push``); ``"write"`` also lets a
+            push write its files (default: ``RELOADCTL_AGENT_ACCEPT_PUSH``, else refuse).
 
     Raises:
         ConfigError: bad address or settings, TCP without a secret, unsafe socket directory.
@@ -420,6 +423,7 @@ def start(
             tls_cert=tls_cert,
             tls_key=tls_key,
             tls_ca=tls_ca,
+            accept_push=accept_push,
         )
         wants_children = settings.inherit_mode(inherit)
         _agent = _launch(cfg, EngineGate(loop), inherit=wants_children)

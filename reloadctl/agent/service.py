@@ -233,6 +233,14 @@ class AgentService(Service):  # type: ignore[misc]
         if self._state.config.read_only:
             log.warning("request %s from %s: %s refused: read-only", request_id, self._peer, what)
             return ErrorReply("forbidden", "this agent is read-only: reload and rollback refused")
+        if isinstance(request, ReloadRequest) and request.push:
+            from reloadctl.agent import push
+
+            refused = push.check(
+                self._state.config, request, peer=self._peer, request_id=request_id
+            )
+            if refused is not None:
+                return refused  # type: ignore[no-any-return]
         try:
             sys.audit(f"reloadctl.{kind}", tuple(modules))
         except BaseException as exc:  # noqa: BLE001 - any hook exception vetoes, SystemExit too

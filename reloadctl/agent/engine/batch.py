@@ -419,7 +419,7 @@ def patched_modules() -> list[PatchedModule]:
             diverged = None if source is None or digest is None else source.digest != digest
         except (OSError, ImportError):
             diverged = True if not _exists(loader, name) else None
-        out.append(PatchedModule(name, reloads, last, diverged))
+        out.append(PatchedModule(name, reloads, last, diverged, digest=digest or ""))
     return out
 
 
