@@ -37,6 +37,7 @@ from reloadctl import __version__
 if TYPE_CHECKING:
     from reloadctl.client.fanout import FanoutOptions, Outcome, Transport
     from reloadctl.client.inventory import Inventory
+    from reloadctl.client.push import Bundle
     from reloadctl.client.rollout import RolloutPlan
     from reloadctl.client.targets import Selection, Target
     from reloadctl.proto.messages import ReloadRequest, RollbackRequest, StatusRequest
@@ -503,6 +504,12 @@ def _fan_out(
         outcomes, interrupted = report.outcomes, report.interrupted
         undo = report.changed if report.aborted else None
     renderer.finish()
+    if kind == "agents" and not s.quiet:  # which targets run another version (of a push)
+        from reloadctl.client.push import version_mismatches
+
+        infos = [(o.target.name, o.info) for o in outcomes if o.info is not None]
+        for line in version_mismatches(infos):
+            _warn(line)
     typos = fanout.modules_loaded_nowhere(outcomes) if kind == "modules" else []
     for module in typos:
         _warn(f"{module}: not loaded by any selected target (a typo?); counted as failed")
@@ -723,6 +730,25 @@ def reload(
         bool,
         typer.Option("--pause", help="Wait after the canary for: reloadctl rollout resume ID."),
     ] = False,
+    push: Annotated[
+        bool,
+        typer.Option("--push", help="Ship this machine's source of the modules (see --root)."),
+    ] = False,
+    roots: Annotated[
+        list[Path] | None,
+        typer.Option("--root", help="With --push: where the modules' files are (default: .)."),
+    ] = None,
+    write: Annotated[
+        bool,
+        typer.Option("--write", help="With --push: agents also write the files to their disk."),
+    ] = False,
+    allow_new_top_level: Annotated[
+        bool,
+        typer.Option(
+            "--allow-new-top-level",
+            help="With --push: allow a module that shadows an installed or stdlib package.",
+        ),
+    ] = False,
 ) -> None:
     """Reload modules in every selected process, as one transaction per process.
 
@@ -737,8 +763,13 @@ def reload(
       reloadctl reload -H web1 -H web2:7001 -o ndjson shop.pricing shop.cart
       reloadctl reload -g web --canary 1 --batch 25% --max-failures 10% shop.pricing
       reloadctl reload -g web --canary 1 --pause shop.pricing   # then: reloadctl rollout resume ID
+      reloadctl reload -g staging --push --root src shop   # ship src/shop/ to every target
     """
     from reloadctl.proto.messages import ReloadRequest
+
+    if (roots or write or allow_new_top_level) and not push:
+        _usage(ctx, "--root, --write and --allow-new-top-level go with --push")
+    pushed = _push_bundle(ctx, modules, roots or [Path.cwd()]) if push else None
 
     plan = _rollout_plan(
         ctx,
@@ -756,9 +787,27 @@ def reload(
         dry_run=dry_run,
         dependents=dependents,
         deadline_s=options.timeout,
+        push=pushed.files if pushed else (),
+        push_trees=pushed.trees if pushed else (),
+        write=write,
+        allow_new_top_level=allow_new_top_level,
     )
     prefix = _prefix(s, {t.secret_file for t in selection.targets})
     _run(ctx, s, selection, request, kind="modules", plan=plan, rollback_prefix=prefix)
+
+
+def _push_bundle(ctx: typer.Context, modules: Sequence[str], roots: list[Path]) -> "Bundle":
+    """What a push of ``modules`` ships (exit 2 for a name with no file, 1 if unreadable)."""
+    from reloadctl.client.push import collect
+    from reloadctl.errors import PushError, PushSourceNotFound
+
+    try:
+        bundle = collect(list(dict.fromkeys(modules)), roots)
+    except PushSourceNotFound as exc:
+        _usage(ctx, str(exc))
+    except PushError as exc:
+        _fail(str(exc), EXIT_FAILED)
+    return bundle
 
 
 @app.command()
@@ -908,6 +957,10 @@ def watch(
             help="Source directories or files to watch.", metavar="PATH...", show_default=False
         ),
     ],
+    push: Annotated[
+        bool,
+        typer.Option("--push", help="Ship the saved source to the targets (reload --push)."),
+    ] = False,
 ) -> None:
     """Reload modules in the selected processes each time their source files are saved.
 
@@ -919,6 +972,7 @@ def watch(
     Examples:
       reloadctl watch src --local
       reloadctl watch src/shop -H unix:///run/user/1000/reloadctl/app-4242.sock
+      reloadctl watch --push src -g staging   # ship each save to machines without the file
     """
     from reloadctl.proto.messages import ReloadRequest
 
@@ -944,6 +998,14 @@ def watch(
         if not s.quiet:
             _warn(f"changed: {', '.join(modules)}")
         request = ReloadRequest(tuple(modules), deadline_s=options.timeout)
+        if push:
+            from reloadctl.client.push import watched_push
+
+            pushed = watched_push(modules, paths, _warn)
+            if pushed is None:
+                last[0] = EXIT_FAILED
+                return
+            request = replace(request, push=pushed.files, push_trees=pushed.trees)
         last[0] = _fan_out(
             s,
             selection.targets,

@@ -397,7 +397,9 @@ def _converse(
         if events.cursor != len(results) + len(events.results):
             raise RemoteProtocolError(f"{where}: poll cursor does not match its results")
         results.extend(events.results)
-        if len(results) > len(request.modules):  # one result per requested module at most
+        # one result per requested module at most (a push: per pushed module too)
+        most = len(request.modules) + len(getattr(request, "push", ()))
+        if len(results) > most:
             raise RemoteProtocolError(f"{where}: more results than requested modules")
         if events.done:
             return tuple(results)

@@ -100,6 +100,10 @@ def _agent(info: AgentInfo) -> dict[str, object]:
                 "reloads": p.reloads,
                 "last_reload": p.last_reload,
                 "diverged": p.diverged,
+                # only from agents that know them (push origins), so older records keep
+                # their exact shape
+                **({"origin": p.origin} if p.origin else {}),
+                **({"digest": p.digest} if p.digest else {}),
             }
             for p in info.patched
         ],
@@ -175,7 +179,8 @@ def _patched(info: AgentInfo) -> str:
     parts = []
     for p in info.patched:
         mark = {True: ", diverged from disk", False: "", None: ", disk unknown"}[p.diverged]
-        parts.append(f"{p.module} ({p.reloads}x{mark})")
+        origin = f", {p.origin}" if p.origin.startswith("push:") else ""
+        parts.append(f"{p.module} ({p.reloads}x{origin}{mark})")
     return "; ".join(parts) or "-"
 
 
