@@ -18,15 +18,18 @@ import json
 import os
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from agentkit import wait_for
+from agentkit import SECRET, wait_for
 
 pytestmark = [pytest.mark.e2e]
 
@@ -42,6 +45,8 @@ agent = reloadctl.agent.start(
 )
 import pushdemo
 import pushdemo.core
+for extra in filter(None, os.environ.get("WORKER_IMPORT", "").split(",")):
+    __import__(extra)
 held = pushdemo.core.version
 out, addr = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
 addr.write_text(agent.address)
@@ -144,9 +149,11 @@ class Setup:
         for var in [v for v in self.env if v.startswith("RELOADCTL_AGENT_")]:
             self.env.pop(var)
 
-    def start(self, python: str = sys.executable, **env: str) -> Worker:
+    def start(
+        self, python: str = sys.executable, files: dict[str, str] | None = None, **env: str
+    ) -> Worker:
         home = self.root / f"w{len(self.workers)}"
-        write_tree(home / "disk", RELEASE_1)
+        write_tree(home / "disk", {**RELEASE_1, **(files or {})})
         (home / "worker.py").write_text(WORKER)
         with (home / "stderr.txt").open("wb") as stderr:
             proc = subprocess.Popen(
@@ -162,10 +169,12 @@ class Setup:
         worker.wait("release 1", lambda r: r.get("value") == "1")
         return worker
 
-    def cli(self, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    def cli(
+        self, *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [RELOADCTL, *args],
-            env=self.env,
+            env={**self.env, **(env or {})},
             cwd=cwd or self.client,
             capture_output=True,
             text=True,
@@ -397,3 +406,172 @@ def test_push_to_agents_on_python_3_10_and_3_13(setup: Setup) -> None:
     for w in workers:
         report = w.wait("release 2", lambda r: r.get("value") == "2")
         assert report["helpers"] is True and report["old"] is False
+
+
+def test_status_flags_targets_that_run_another_version(setup: Setup) -> None:
+    a, b = setup.start(**PUSH), setup.start(**PUSH)
+    result = setup.cli("reload", "-H", a.address, "--push", "-o", "ndjson", "pushdemo")
+    assert result.returncode == 0, result.stderr
+    status = setup.cli("status", "-H", a.address, "-H", b.address, "-o", "ndjson")
+    assert status.returncode == 0, status.stderr
+    digest = sha(RELEASE_2["pushdemo/core.py"])[:12]
+    line = next(x for x in status.stderr.splitlines() if "pushdemo.core:" in x)
+    assert "targets run different versions" in line
+    assert f"push:{digest} on 1 ({a.address})" in line and f"not patched on 1 ({b.address})" in line
+    again = setup.cli("reload", "-H", b.address, "--push", "-o", "ndjson", "pushdemo")
+    assert again.returncode == 0, again.stderr
+    status = setup.cli("status", "-H", a.address, "-H", b.address, "-o", "ndjson")
+    assert "different versions" not in status.stderr
+
+
+def test_a_push_near_the_size_limit_goes_through_and_one_over_it_is_refused_locally(
+    setup: Setup,
+) -> None:
+    from reloadctl.proto.codec import MAX_PUSH_SOURCE_BYTES
+
+    small = {"bigpush.py": "def value():\n    return 'small'\n"}
+    w = setup.start(files=small, WORKER_IMPORT="bigpush", **PUSH)
+    head = "def value():\n    return 'big'\n\n\nDATA = '"
+    tail = "'\n"
+    filler = MAX_PUSH_SOURCE_BYTES - 4096 - len(head) - len(tail)
+    text = head + "x" * filler + tail
+    (setup.client / "bigpush.py").write_text(text)
+    started = time.monotonic()
+    result = setup.cli("reload", "-H", w.address, "--push", "-o", "ndjson", "bigpush")
+    elapsed = time.monotonic() - started
+    assert result.returncode == 0, result.stderr
+    records, _ = ndjson(result)
+    assert records[0]["status"] == "reloaded", records
+    status = patched(setup.cli("status", "-H", w.address, "-o", "ndjson"))
+    assert status["bigpush"]["digest"] == sha(text)
+    assert elapsed < 30, elapsed
+
+    (setup.client / "bigpush.py").write_text(head + "x" * (MAX_PUSH_SOURCE_BYTES) + tail)
+    over = setup.cli("reload", "-H", w.address, "--push", "-o", "ndjson", "bigpush")
+    assert over.returncode == 1 and over.stdout == ""
+    assert "over its size limit" in over.stderr and "16 MiB" in over.stderr
+
+
+def _mitm() -> Any:
+    path = REPO / "tests" / "security" / "test_mitm.py"
+    spec = importlib.util.spec_from_file_location("reloadctl_tests_mitm", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _truncate_sealed(frame: bytes, cut: int) -> bytes:
+    """The rpyc frame with its sealed payload (it starts with the 8-byte counter 0, after
+    brine's 4-byte big-endian length) shortened by ``cut`` bytes, lengths kept consistent,
+    so the agent receives a well-formed rpyc call carrying a truncated push."""
+    header = struct.Struct("!LB")
+    length, flag = header.unpack(frame[: header.size])
+    body = frame[header.size : header.size + length]
+    at = body.find(b"\x00" * 8)
+    (size,) = struct.unpack("!L", body[at - 4 : at])
+    shorter = struct.pack("!L", size - cut) + body[at : at + size - cut]
+    new = body[: at - 4] + shorter + body[at + size :]
+    return header.pack(len(new), flag) + new + frame[header.size + length :]
+
+
+@pytest.mark.parametrize("how", ["tampered", "truncated"])
+def test_a_tampered_or_truncated_push_is_rejected_by_the_mac(setup: Setup, how: str) -> None:
+    secret_file = setup.root / "secret"
+    secret_file.write_bytes(SECRET)
+    secret_file.chmod(0o600)
+    w = setup.start(WORKER_LISTEN="tcp://127.0.0.1:0", WORKER_SECRET_FILE=str(secret_file), **PUSH)
+    host, port = w.address[len("tcp://") :].rsplit(":", 1)
+    changed: list[int] = []
+
+    def tamper(direction: str, index: int, frame: bytes) -> bytes:
+        if direction != "up" or b"pushdemo/core.py" not in frame or changed:
+            return frame
+        changed.append(len(frame))
+        if how == "truncated":
+            return _truncate_sealed(frame, 100)
+        middle = len(frame) // 2
+        return frame[:middle] + bytes([frame[middle] ^ 0x01]) + frame[middle + 1 :]
+
+    proxy = _mitm().Proxy((host, int(port)), tamper)
+    try:
+        result = setup.cli(
+            "reload",
+            "-H",
+            f"tcp://127.0.0.1:{proxy.port}",
+            "--push",
+            "-o",
+            "ndjson",
+            "pushdemo",
+            env={"RELOADCTL_SECRET_FILE": str(secret_file)},
+        )
+    finally:
+        proxy.close()
+    assert changed, "the push frame never went through the proxy"
+    assert result.returncode != 0
+    records, summary = ndjson(result)
+    assert "reloaded" not in summary, records
+    assert "MAC does not verify" in json.dumps(records) or "rejected" in json.dumps(records)
+    time.sleep(0.2)
+    report = w.report()
+    assert report["value"] == "1" and report["helpers"] is False
+    direct = setup.cli(
+        "status", "-H", w.address, "-o", "ndjson", env={"RELOADCTL_SECRET_FILE": str(secret_file)}
+    )
+    assert patched(direct) == {}  # nothing applied, nothing half-received
+
+
+def test_watch_push_ships_each_save_and_stops_syntax_errors_locally(setup: Setup) -> None:
+    pytest.importorskip("watchfiles")
+    w = setup.start(**PUSH)
+    first = setup.cli("reload", "-H", w.address, "--push", "-o", "ndjson", "pushdemo")
+    assert first.returncode == 0, first.stderr
+    proc = subprocess.Popen(
+        [RELOADCTL, "watch", "--push", str(setup.client), "-H", w.address, "-o", "ndjson"],
+        env=setup.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    err: list[str] = []
+    out: list[str] = []
+    readers = [
+        threading.Thread(target=lambda: err.extend(proc.stderr or ()), daemon=True),
+        threading.Thread(target=lambda: out.extend(proc.stdout or ()), daemon=True),
+    ]
+    for t in readers:
+        t.start()
+    core = setup.client / "pushdemo/core.py"
+    try:
+        wait_for("the watcher to start", lambda: any("watching" in x for x in err))
+        time.sleep(0.5)  # the native watcher registers its watches after that line
+        for _ in range(3):  # an edit made before the watch is in place is not seen: redo
+            core.write_text(RELEASE_2["pushdemo/core.py"].replace("label('2')", "label('3')"))
+            try:
+                w.wait("the saved version", lambda r: r.get("value") == "3")
+                break
+            except AssertionError:
+                continue
+        assert w.report()["value"] == "3"
+        sent = len(out)
+        core.write_text("def version(:\n")
+        wait_for("the local syntax error", lambda: any("SyntaxError" in x for x in err))
+        line = next(x for x in err if "SyntaxError" in x)
+        assert "not pushed: pushdemo/core.py:1" in line
+        time.sleep(0.3)
+        assert len(out) == sent  # nothing was sent
+        assert w.report()["value"] == "3" and proc.poll() is None
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(15)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+            for t in readers:
+                t.join(5)
+            for pipe in (proc.stdout, proc.stderr):
+                if pipe is not None:
+                    pipe.close()
