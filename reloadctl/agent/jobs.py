@@ -34,7 +34,7 @@ import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from reloadctl.errors import AgentError
 from reloadctl.proto.messages import JobEvents, ReloadRequest, RollbackRequest
@@ -191,8 +191,8 @@ class JobManager:
         try:
             patched = list(self._engine_loader().patched_modules())
             if "reloadctl.agent.push" in sys.modules:  # origins of pushed code
-                patched = sys.modules["reloadctl.agent.push"].annotate(patched)
-            return patched
+                return list(sys.modules["reloadctl.agent.push"].annotate(patched))
+            return [replace(p, origin="disk") for p in patched]  # nothing was ever pushed
         except BaseException:  # status must answer even with a broken engine
             log.exception("engine patched_modules() failed")
             return []

@@ -32,7 +32,6 @@ import importlib.util
 import logging
 import os
 import sys
-import tempfile
 from dataclasses import replace
 
 from reloadctl.agent.pushfinder import FINDER, PushedFile, PushedLoader
@@ -257,6 +256,8 @@ def _destination(f: PushedFile) -> str | None:
 
 def _write(f: PushedFile) -> str:
     """Rule 3 for one file; ``""`` when written, else why not."""
+    import tempfile  # only --write needs it; the host does not pay for it otherwise
+
     dest = _destination(f)
     if dest is None:
         return f"--write: {f.path} not written: no location on this agent's disk for {f.module}"
