@@ -12,9 +12,10 @@ Rules:
    ``linecache.clearcache()``), so tracebacks and ``inspect.getsource`` show the pushed
    text of the version that ran, never a file on disk.
 3. Entries change in two steps: ``stage`` makes a push visible for the engine call that
-   applies it, then ``commit`` keeps it or ``discard`` puts back exactly what was there
-   before (a failed reload leaves no pushed entry behind). ``forget``/``keep`` adjust one
-   name after a rollback. All of this is guarded by one lock.
+   applies it, then ``commit`` keeps it (and registers its text in ``linecache``, where
+   the two latest versions of each module stay) or ``discard`` puts back exactly what was
+   there before (a failed reload leaves no pushed entry, and no text, behind).
+   ``forget``/``keep`` adjust one name after a rollback. All of this is guarded by one lock.
 """
 
 from __future__ import annotations
@@ -115,6 +116,8 @@ class PushFinder:
         self._files: dict[str, PushedFile] = {}
         self._trees: set[str] = set()
         self._saved: tuple[dict[str, PushedFile], set[str]] | None = None
+        self._staged: list[PushedFile] = []
+        self._lines: dict[str, list[str]] = {}
 
     def __repr__(self) -> str:
         return "<reloadctl PushFinder>"
@@ -148,8 +151,6 @@ class PushFinder:
             RuntimeError: a push is already staged (jobs run one at a time: a bug).
         """
         files = list(files)
-        for file in files:
-            register_lines(file)
         with self._lock:
             if self._saved is not None:
                 raise RuntimeError("a push is already staged")
@@ -159,12 +160,25 @@ class PushFinder:
                     del self._files[name]
                 self._trees.add(tree)
             self._files.update((f.module, f) for f in files)
+            self._staged = files
         install()
 
     def commit(self) -> None:
         """Keep what ``stage`` put in place."""
         with self._lock:
             self._saved = None
+            staged, self._staged = self._staged, []
+        for file in staged:
+            # the text of this version and of the one before it (what a rollback returns
+            # to) stay in linecache; older pushed versions of the module are dropped, so
+            # a long watch --push session does not keep every saved copy
+            kept = self._lines.setdefault(file.module, [])
+            if file.filename not in kept:
+                kept.append(file.filename)
+            for old in kept[:-2]:
+                linecache.cache.pop(old, None)
+            del kept[:-2]
+            register_lines(file)
 
     def discard(self) -> None:
         """Put back exactly the entries there were before ``stage``."""
@@ -172,6 +186,10 @@ class PushFinder:
             if self._saved is not None:
                 self._files, self._trees = self._saved
                 self._saved = None
+            staged, self._staged = self._staged, []
+        for file in staged:  # an import or a traceback during the attempt may have put it
+            if file.filename not in self._lines.get(file.module, ()):
+                linecache.cache.pop(file.filename, None)
 
     def keep(self, file: PushedFile) -> None:
         """Serve ``file`` for its module (a rollback went back to this pushed version)."""

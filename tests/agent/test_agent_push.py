@@ -70,6 +70,7 @@ def test_pushed_source_is_applied_and_shown_by_inspect_and_linecache(pkg: str) -
     assert held() == 2
     assert isinstance(core.__loader__, PushedLoader)
     assert core.__file__.startswith("push:") and "TWO" in inspect.getsource(held)
+    assert linecache.cache[core.__file__][2][-1] == "    return TWO\n"
     linecache.clearcache()  # served again from the loader
     assert "return TWO" in "".join(linecache.getlines(held.__code__.co_filename, vars(core)))
     assert importlib.import_module(f"{pkg}.extra").TWO == 2
@@ -84,6 +85,7 @@ def test_a_failed_push_leaves_no_pushed_entry(pkg: str) -> None:
     assert core.version() == 1 and not isinstance(core.__loader__, PushedLoader)
     assert FINDER.get(f"{pkg}.core") is None and FINDER.get(f"{pkg}.extra") is None
     assert f"{pkg}.extra" not in sys.modules
+    assert not [k for k in linecache.cache if k.startswith("push:") and f"/{pkg}/" in k]
     assert importlib.util.find_spec(f"{pkg}.extra") is None
 
 
