@@ -24,7 +24,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -150,14 +150,22 @@ class Setup:
             self.env.pop(var)
 
     def start(
-        self, python: str = sys.executable, files: dict[str, str] | None = None, **env: str
+        self,
+        python: str = sys.executable,
+        files: dict[str, str] | None = None,
+        launcher: Sequence[str] = (),
+        **env: str,
     ) -> Worker:
         home = self.root / f"w{len(self.workers)}"
         write_tree(home / "disk", {**RELEASE_1, **(files or {})})
         (home / "worker.py").write_text(WORKER)
         with (home / "stderr.txt").open("wb") as stderr:
             proc = subprocess.Popen(
-                [python, *(str(home / f) for f in ("worker.py", "out.json", "addr", "disk"))],
+                [
+                    python,
+                    *(["-m", "reloadctl.agent", *launcher] if launcher else []),
+                    *(str(home / f) for f in ("worker.py", "out.json", "addr", "disk")),
+                ],
                 cwd=home,
                 env={**self.env, **env},
                 stdout=subprocess.DEVNULL,
@@ -575,3 +583,14 @@ def test_watch_push_ships_each_save_and_stops_syntax_errors_locally(setup: Setup
             for pipe in (proc.stdout, proc.stderr):
                 if pipe is not None:
                     pipe.close()
+
+
+@pytest.mark.parametrize("flag", ["--accept-push", "--accept-push=write"])
+def test_the_launcher_flag_enables_push(setup: Setup, flag: str) -> None:
+    w = setup.start(launcher=[flag])
+    args = ["reload", "-H", w.address, "--push", "-o", "ndjson", "pushdemo"]
+    result = setup.cli(*args, *(["--write"] if flag.endswith("write") else []))
+    assert result.returncode == 0, result.stderr
+    w.wait("release 2", lambda r: r.get("value") == "2")
+    written = (w.home / "disk/pushdemo/core.py").read_text() == RELEASE_2["pushdemo/core.py"]
+    assert written is flag.endswith("write")
