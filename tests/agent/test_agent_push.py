@@ -165,3 +165,20 @@ def test_codec_carries_a_push_over_the_ordinary_cap_and_nothing_else() -> None:
         codec.decode(oversized)
     with pytest.raises(RemoteProtocolError, match="over the"):
         codec.decode(b"\xc0" * (codec.MAX_PUSH_MESSAGE_BYTES + 1))
+
+
+def test_rollback_from_one_push_to_the_one_before_serves_that_push(pkg: str) -> None:
+    core = sys.modules[f"{pkg}.core"]
+    two = "def version():\n    return 2\n"
+    agent_push.apply(engine, request(pkg, two), None)
+    agent_push.apply(engine, request(pkg, "def version():\n    return 3\n"), None)
+    assert core.version() == 3
+    agent_push.after_rollback(engine.rollback_modules([f"{pkg}.core"]))
+    assert core.version() == 2
+    served = FINDER.get(f"{pkg}.core")
+    assert served is not None and served.text == two
+    patched = {p.module: p for p in agent_push.annotate(engine.patched_modules())}
+    digest = hashlib.sha256(two.encode()).hexdigest()
+    assert patched[f"{pkg}.core"].origin == f"push:{digest[:12]}"
+    assert patched[f"{pkg}.core"].diverged is True
+    assert "return 2" in inspect.getsource(core.version)
