@@ -45,9 +45,7 @@ Rules:
    inheritance for its children; on Python 3.12+ a thread in a process that forks makes
    every fork warn that it "may lead to deadlocks".
 10. ``start(loop=asyncio_loop)``: every engine call of a job runs on that event loop
-    (``call_soon_threadsafe``), so no coroutine ever sees a half-swapped module. If the
-    loop does not start the call within ``LOOP_START_TIMEOUT_S`` (blocked or stopped) the
-    job fails with nothing changed; once started, the call (one transaction) is waited for.
+    (``agent.dispatch``).
 """
 
 from __future__ import annotations
@@ -60,10 +58,11 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from reloadctl.agent import config as settings
+from reloadctl.agent.dispatch import EngineGate
 from reloadctl.errors import AgentAlreadyRunning, AgentError, ConfigError
 from reloadctl.proto.address import default_socket_dir_path, format_address, is_loopback_host
 
@@ -73,13 +72,12 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     import asyncio
     from types import FrameType
-    from typing import Any, Final, TypeVar
+    from typing import Any, Final
 
     from reloadctl.agent.config import AgentConfig
     from reloadctl.agent.jobs import JobManager
     from reloadctl.agent.server import AgentServer
     from reloadctl.proto.address import Address
-    from reloadctl.results import ModuleResult, PatchedModule
     from reloadctl.secrets import Secret
 
 log = logging.getLogger(__name__)
@@ -91,110 +89,8 @@ logging.getLogger("reloadctl").addHandler(logging.NullHandler())
 _STOP_JOIN_S: Final = 1.0
 #: How long a fork waits for a running reload to end before it goes on regardless.
 FORK_WAIT_S: Final = 5.0
-#: How long an event loop has to start running an engine call (rule 10).
-LOOP_START_TIMEOUT_S: Final = 10.0
 #: The directory whose ``sitecustomize.py`` activates agents in spawned children (rule 8).
 BOOTSTRAP_DIR: Final = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bootstrap")
-
-if TYPE_CHECKING:
-    _T = TypeVar("_T")
-
-
-# -- the engine, as the job worker sees it --------------------------------------------------
-
-
-class EngineGate:
-    """The engine for the job worker: imported on first use, optionally run on a loop.
-
-    ``patched_modules()`` answers ``[]`` without importing the engine when it was never
-    loaded (nothing can have been patched), so ``status`` stays cheap.
-    """
-
-    def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
-        self.loop = loop
-
-    def reload_modules(
-        self,
-        names: Sequence[str],
-        *,
-        dry_run: bool = False,
-        dependents: bool = False,
-        allow: Sequence[str] | None = None,
-    ) -> list[ModuleResult]:
-        """The engine's ``reload_modules``, on the loop when one is set."""
-        from reloadctl.agent import engine
-
-        return self._call(
-            lambda: engine.reload_modules(
-                names, dry_run=dry_run, dependents=dependents, allow=allow
-            )
-        )
-
-    def rollback_modules(
-        self, names: Sequence[str], *, allow: Sequence[str] | None = None
-    ) -> list[ModuleResult]:
-        """The engine's ``rollback_modules``, on the loop when one is set."""
-        from reloadctl.agent import engine
-
-        return self._call(lambda: engine.rollback_modules(names, allow=allow))
-
-    def patched_modules(self) -> list[PatchedModule]:
-        """The engine's ``patched_modules`` (read-only: never sent to the loop)."""
-        if "reloadctl.agent.engine" not in sys.modules:
-            return []
-        from reloadctl.agent import engine
-
-        return engine.patched_modules()
-
-    def _call(self, fn: Callable[[], _T]) -> _T:
-        loop = self.loop
-        if loop is None:
-            return fn()
-        return run_on_loop(loop, fn, LOOP_START_TIMEOUT_S)
-
-
-def run_on_loop(loop: asyncio.AbstractEventLoop, fn: Callable[[], _T], start_timeout: float) -> _T:
-    """Run ``fn()`` on ``loop``'s thread and return its result (or raise its exception).
-
-    Raises:
-        AgentError: the loop is closed, or did not start ``fn`` within ``start_timeout``
-            seconds (``fn`` then never runs).
-    """
-    lock = threading.Lock()
-    done = threading.Event()
-    phase = ["queued"]  # -> "running" (by the loop) or "abandoned" (by us)
-    outcome: list[Any] = []
-
-    def run() -> None:
-        with lock:
-            if phase[0] == "abandoned":
-                return
-            phase[0] = "running"
-        try:
-            outcome.append((True, fn()))
-        except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
-            outcome.append((False, exc))
-        finally:
-            done.set()
-
-    try:
-        loop.call_soon_threadsafe(run)
-    except RuntimeError as exc:  # closed loop
-        raise AgentError(f"the event loop cannot run the reload: {exc}") from None
-    if not done.wait(start_timeout):
-        with lock:
-            if phase[0] == "queued":
-                phase[0] = "abandoned"
-                raise AgentError(
-                    f"the event loop did not run the reload within {start_timeout:g} s "
-                    "(blocked or not running); nothing was changed"
-                )
-        done.wait()  # started: one transaction that completes or rolls back; wait for it
-    ok, value = outcome[0]
-    if not ok:
-        raise value
-    return value  # type: ignore[no-any-return]
-
 
 # -- the agent handle -----------------------------------------------------------------------
 
@@ -656,8 +552,7 @@ def _jobs_for(agent: Agent) -> JobManager:
     from reloadctl.agent.jobs import JobManager
 
     assert agent.config is not None
-    engine = agent._engine
-    return JobManager(allow=agent.config.allow, engine_loader=lambda: engine)
+    return JobManager(allow=agent.config.allow, engine=agent._engine)
 
 
 def _service(agent: Agent) -> Any:
@@ -868,12 +763,10 @@ def _exec_follows() -> bool:
 
 __all__ = [
     "Agent",
-    "EngineGate",
     "Inheritance",
     "current_agent",
     "guard_forks",
     "inheritance",
-    "run_on_loop",
     "start",
     "start_in_children",
     "start_inherited",

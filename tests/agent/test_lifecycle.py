@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from agentkit import SECRET
 
-from reloadctl.agent import lifecycle, start
+from reloadctl.agent import dispatch, lifecycle, start
 from reloadctl.client.connection import execute
 from reloadctl.errors import AgentAlreadyRunning, AgentError, ConfigError, SecretError
 from reloadctl.proto.messages import AgentInfo, ReloadRequest, StatusRequest
@@ -312,7 +312,7 @@ def test_loop_that_never_runs_the_reload_changes_nothing(
     service_loop: asyncio.AbstractEventLoop,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(lifecycle, "LOOP_START_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(dispatch, "LOOP_START_TIMEOUT_S", 0.5)
     name, path = loop_module
     module = importlib.import_module(name)
     agent = start(loop=service_loop)
