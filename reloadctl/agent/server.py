@@ -20,12 +20,8 @@ Rules:
    started (over a handshake cap). Refusals are logged at most once a second.
 5. rpyc logs through ``reloadctl.agent.rpyc``; a connection that breaks in any way is logged
    and closed, never raised; the listener has no timeout (an idle agent never wakes up).
-6. Failed authentications are rate limited per peer host (``AuthFailureLimiter``): each
-   failure (wrong secret, garbage, handshake timeout, foreign uid, failed TLS handshake)
-   spends a token of a bucket of ``AUTH_FAILURE_BURST`` refilled at
-   ``AUTH_FAILURE_REFILL_PER_S``; while a host's bucket is empty its new sockets are closed
-   at accept, before any thread or handshake. At most ``AUTH_FAILURE_HOSTS`` hosts are
-   tracked (the fullest buckets are forgotten first).
+6. Failed authentications are rate limited per peer host (``agent.ratelimit``): while a
+   host is locked out its new sockets are closed at accept, before any thread or handshake.
 7. ``tls://``: the TLS handshake runs inside our authenticator, within the same deadline,
    with our own server ``SSLContext`` (``ssl.create_default_context`` purpose CLIENT_AUTH:
    TLS 1.2 minimum, the ssl module's default ciphers; ``CERT_REQUIRED`` with the CA when
@@ -53,6 +49,7 @@ from rpyc.utils.authenticators import AuthenticationError as RpycAuthenticationE
 from rpyc.utils.server import ThreadedServer
 
 from reloadctl.agent.config import AgentConfig
+from reloadctl.agent.ratelimit import AuthFailureLimiter
 from reloadctl.errors import AuthenticationError, RemoteProtocolError
 from reloadctl.proto import auth, codec
 
@@ -73,10 +70,6 @@ IO_TIMEOUT_S: Final = 5.0
 #: rpyc's timer for requests the agent itself sends (only its close); kept short so that a
 #: peer that stops answering cannot hold a connection thread.
 SYNC_REQUEST_TIMEOUT_S: Final = 3.0
-#: Rule 6: failed authentications one peer host may burst, and how fast it earns them back.
-AUTH_FAILURE_BURST: Final = 20
-AUTH_FAILURE_REFILL_PER_S: Final = 2.0
-AUTH_FAILURE_HOSTS: Final = 4096
 _PEERCRED: Final = struct.Struct("3i")
 _TOO_MANY_HANDSHAKES: Final = "too many pending handshakes"
 _RETRY_ACCEPT: Final = frozenset(
@@ -163,71 +156,6 @@ class TlsSocketStream(SocketStream):  # type: ignore[misc]
 
 class PeerClosed(RemoteProtocolError):
     """The peer closed the connection (normal end of a session, or mid-frame)."""
-
-
-class AuthFailureLimiter:
-    """Token buckets of failed authentications per peer host (rule 6). Thread-safe.
-
-    Args:
-        burst: failures a host may have in a row before it is locked out.
-        refill_per_s: failures forgiven per second.
-        max_hosts: hosts tracked at most; beyond that the least-spent buckets are dropped.
-        clock: monotonic seconds (injectable for tests).
-    """
-
-    def __init__(
-        self,
-        burst: int = AUTH_FAILURE_BURST,
-        refill_per_s: float = AUTH_FAILURE_REFILL_PER_S,
-        max_hosts: int = AUTH_FAILURE_HOSTS,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._burst = float(burst)
-        self._refill = refill_per_s
-        self._max_hosts = max_hosts
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._buckets: dict[str, tuple[float, float]] = {}  # host -> (tokens, at)
-        self._locked_out: set[str] = set()
-
-    def _tokens(self, host: str, now: float) -> float:
-        tokens, at = self._buckets.get(host, (self._burst, now))
-        return min(self._burst, tokens + (now - at) * self._refill)
-
-    def allowed(self, host: str) -> bool:
-        """True when ``host`` may try to authenticate now (it has a token left)."""
-        with self._lock:
-            if host not in self._buckets:
-                return True
-            now = self._clock()
-            tokens = self._tokens(host, now)
-            if tokens >= self._burst:
-                del self._buckets[host]
-                self._locked_out.discard(host)
-                return True
-            if tokens >= 1.0:
-                self._locked_out.discard(host)
-                return True
-            return False
-
-    def failed(self, host: str) -> bool:
-        """Record one failed authentication; True when this failure starts a lockout."""
-        with self._lock:
-            now = self._clock()
-            tokens = max(0.0, self._tokens(host, now) - 1.0)
-            self._buckets[host] = (tokens, now)
-            if len(self._buckets) > self._max_hosts:
-                # forget the hosts closest to a full bucket (they matter least), a tenth at a
-                # time so that a swarm of addresses does not cost a sort per failure
-                keep = max(1, self._max_hosts * 9 // 10)
-                ordered = sorted(self._buckets, key=lambda h: -self._tokens(h, now))
-                for gone in ordered[: len(self._buckets) - keep]:
-                    del self._buckets[gone]
-                    self._locked_out.discard(gone)
-            if tokens < 1.0 and host not in self._locked_out:
-                self._locked_out.add(host)
-                return True
-            return False
 
 
 def peer_host(sock: socket.socket) -> str:
