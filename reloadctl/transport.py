@@ -278,6 +278,12 @@ def _rpyc() -> Any:
     return Rpyc
 
 
+def preload() -> None:
+    """Import rpyc and build our classes now (the agent does it on the thread that builds
+    its server, where a fork waits for it; the client on its first connection)."""
+    _rpyc()
+
+
 def _channel(sock: socket.socket, frame_deadline_s: float | None) -> Any:
     rpyc = _rpyc()
     stream = rpyc.tls_stream(sock) if is_tls(sock) else rpyc.plain_stream(sock)
@@ -358,6 +364,7 @@ __all__ = [
     "max_rpyc_frame",
     "method_by_name",
     "peer_uid",
+    "preload",
     "protocol_config",
     "recv_exact",
     "serve_connection",

@@ -126,12 +126,18 @@ def encode_events(events: JobEvents) -> bytes:
 
 
 class AgentService(Service):  # type: ignore[misc]
-    """One instance per connection; see the module rules."""
+    """One instance per connection; see the module rules.
 
-    def __init__(self, state: AgentState) -> None:
+    Args:
+        state: what every connection of the agent shares.
+        session: the connection's authenticated session (None: every request is refused).
+        peer: who is at the other end, for the logs.
+    """
+
+    def __init__(self, state: AgentState, session: Session | None, peer: str = "?") -> None:
         self._state = state
-        self._session: Session | None = None
-        self._peer = "?"
+        self._session = session if isinstance(session, Session) else None
+        self._peer = peer
 
     def __repr__(self) -> str:
         return "<reloadctl agent>"
@@ -147,10 +153,6 @@ class AgentService(Service):  # type: ignore[misc]
     # -- rpyc hooks ------------------------------------------------------------------------
 
     def on_connect(self, conn: Any) -> None:
-        credentials = conn._config.get("credentials") or {}
-        session = credentials.get("session")
-        self._session = session if isinstance(session, Session) else None
-        self._peer = str(credentials.get("peer", "?"))
         log.info("agent: connection from %s", self._peer)
 
     def on_disconnect(self, conn: Any) -> None:
