@@ -183,7 +183,7 @@ class AgentService(Service):  # type: ignore[misc]
             return codec.encode(ErrorReply("forbidden", "no session"))
         request_id = f"r{next(self._state.request_ids)}"
         try:
-            reply = self._dispatch(session, frame, poll=poll, request_id=request_id)
+            reply = self._answer(session, frame, poll=poll, request_id=request_id)
         except BaseException:  # rule 2: an agent bug (or a hook's SystemExit) still answers
             log.exception("request %s from %s: agent error", request_id, self._peer)
             reply = ErrorReply("internal", "agent error; see the agent's log")
@@ -194,7 +194,7 @@ class AgentService(Service):  # type: ignore[misc]
             data = codec.encode(ErrorReply("internal", "reply could not be encoded"))
         return session.seal(data)
 
-    def _dispatch(self, session: Session, frame: object, *, poll: bool, request_id: str) -> Reply:
+    def _answer(self, session: Session, frame: object, *, poll: bool, request_id: str) -> Reply:
         if type(frame) is not bytes:
             log.warning("request %s from %s: argument is not bytes", request_id, self._peer)
             return ErrorReply("protocol", "expected one bytes argument")
