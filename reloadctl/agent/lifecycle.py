@@ -38,7 +38,7 @@ from reloadctl.proto.address import default_socket_dir_path
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import asyncio
-    from typing import Final
+    from typing import Any, Final
 
     from reloadctl.proto.address import Address
     from reloadctl.secrets import Secret
@@ -112,21 +112,20 @@ def start(
     if settings.disabled():
         log.info("reloadctl agent disabled by %s", settings.DISABLE_ENV)
         return Agent("")
+    # the settings build_config takes besides the address, as given (None: not given)
+    asked: dict[str, Any] = {
+        "secret": secret,
+        "secret_file": secret_file,
+        "allow": allow,
+        "read_only": read_only,
+        "tls_cert": tls_cert,
+        "tls_key": tls_key,
+        "tls_ca": tls_ca,
+    }
     with _lock:
         running = current_agent()
         if running is not None:
-            assert running.config is not None
-            differ = _differences(
-                running,
-                listen=listen,
-                secret=secret,
-                secret_file=secret_file,
-                allow=allow,
-                read_only=read_only,
-                inherit=inherit,
-                loop=loop,
-                tls=(tls_cert, tls_key, tls_ca),
-            )
+            differ = _differences(running, listen, asked, inherit=inherit, loop=loop)
             if differ:
                 raise AgentAlreadyRunning(
                     f"a reloadctl agent already runs in this process at {running.address} "
@@ -139,16 +138,7 @@ def start(
         if from_env:
             # Rule 4: the variable was meant for this process; no child may reuse it.
             listen = os.environ.pop(settings.LISTEN_ENV).strip()
-        cfg = settings.build_config(
-            listen,
-            secret=secret,
-            secret_file=secret_file,
-            allow=allow,
-            read_only=read_only,
-            tls_cert=tls_cert,
-            tls_key=tls_key,
-            tls_ca=tls_ca,
-        )
+        cfg = settings.build_config(listen, **asked)
         wants_children = settings.inherit_mode(inherit)
         _agent = Agent.launch(cfg, EngineGate(loop), inherit=wants_children)
         forks.register_process_hooks()
@@ -191,15 +181,11 @@ TLS_NAMES: Final = ("tls_cert", "tls_key", "tls_ca")
 
 def _differences(
     running: Agent,
-    *,
     listen: str | None,
-    secret: Secret | bytes | str | None,
-    secret_file: str | os.PathLike[str] | None,
-    allow: Sequence[str] | str | None,
-    read_only: bool | None,
+    asked: dict[str, Any],
+    *,
     inherit: bool | None,
     loop: asyncio.AbstractEventLoop | None,
-    tls: tuple[str | os.PathLike[str] | None, ...] = (None, None, None),
 ) -> list[str]:
     """Names of the settings given explicitly (not None) that differ from ``running``."""
     have = running.config
@@ -208,21 +194,23 @@ def _differences(
     explicit = listen is not None or os.environ.get(settings.LISTEN_ENV, "").strip()
     if explicit and not _same_listen(settings.listen_address(listen), have.listen):
         differ.append("listen")
+    secret, secret_file = asked["secret"], asked["secret_file"]
     if (secret is not None or secret_file is not None) and settings.agent_secret(
         secret, secret_file
     ) != have.secret:
         differ.append("secret")
-    if allow is not None and settings.allow_patterns(allow) != have.allow:
+    if asked["allow"] is not None and settings.allow_patterns(asked["allow"]) != have.allow:
         differ.append("allow")
+    read_only = asked["read_only"]
     if read_only is not None and settings.read_only_mode(read_only) != have.read_only:
         differ.append("read_only")
     if inherit is not None and bool(inherit) != running.inherit:
         differ.append("inherit")
     if loop is not None and running.loop is not None and loop is not running.loop:
         differ.append("loop")
-    running_tls = (have.tls_cert, have.tls_key, have.tls_ca)
-    for name, given, current in zip(TLS_NAMES, tls, running_tls, strict=True):
-        if given is not None and os.path.abspath(os.path.expanduser(given)) != current:
+    for name in TLS_NAMES:
+        given = asked[name]
+        if given is not None and os.path.abspath(os.path.expanduser(given)) != getattr(have, name):
             differ.append(name)
     return differ
 
