@@ -284,7 +284,9 @@ def preload() -> None:
     _rpyc()
 
 
-def _channel(sock: socket.socket, frame_deadline_s: float | None) -> Any:
+def capped_channel(sock: socket.socket, frame_deadline_s: float | None) -> Any:
+    """The rpyc channel over ``sock`` (plain or TLS) that rule 2 describes; its ``recv()``
+    returns one frame's bytes."""
     rpyc = _rpyc()
     stream = rpyc.tls_stream(sock) if is_tls(sock) else rpyc.plain_stream(sock)
     return rpyc.channel(stream, frame_deadline_s)
@@ -306,7 +308,7 @@ def serve_connection(
     """
     conn = None
     try:
-        conn = root._connect(_channel(sock, frame_deadline_s), config)
+        conn = root._connect(capped_channel(sock, frame_deadline_s), config)
         while not conn.closed:
             conn.serve(None)
     finally:
@@ -316,7 +318,7 @@ def serve_connection(
 def client_connection(sock: socket.socket, *, sync_request_timeout: float) -> Any:
     """An rpyc connection on the authenticated ``sock`` for calls by name (rule 5)."""
     return _rpyc().client_service._connect(
-        _channel(sock, None),
+        capped_channel(sock, None),
         protocol_config(
             sync_request_timeout=sync_request_timeout, logger=None, interrupts_stay_local=True
         ),
@@ -356,6 +358,7 @@ __all__ = [
     "RPYC_FRAME_OVERHEAD",
     "PeerClosed",
     "client_connection",
+    "capped_channel",
     "client_tls_context",
     "close_connection",
     "close_quietly",
