@@ -357,8 +357,8 @@ def close_connection(sock: socket.socket, conn: Any) -> None:
 __all__ = [
     "RPYC_FRAME_OVERHEAD",
     "PeerClosed",
-    "client_connection",
     "capped_channel",
+    "client_connection",
     "client_tls_context",
     "close_connection",
     "close_quietly",
