@@ -33,6 +33,7 @@ import logging
 import os
 import socket
 import struct
+import sys
 import time
 
 from reloadctl.errors import RemoteProtocolError
@@ -158,7 +159,7 @@ def client_tls_context(ca: str | None, cert: str | None, key: str | None) -> ssl
 
 def is_tls(sock: object) -> bool:
     """True for an ``ssl.SSLSocket`` (without importing ssl where it is not loaded)."""
-    ssl_mod = __import__("sys").modules.get("ssl")
+    ssl_mod = sys.modules.get("ssl")
     return ssl_mod is not None and isinstance(sock, ssl_mod.SSLSocket)
 
 

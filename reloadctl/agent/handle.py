@@ -24,6 +24,7 @@ import os
 import socket
 import threading
 import time
+from dataclasses import replace
 
 from reloadctl.agent import listener as listening
 from reloadctl.agent.dispatch import EngineGate
@@ -107,8 +108,6 @@ class Agent:
                 ) from None
         bound = listening.listen(config.listen)
         if bound.address != config.listen:  # port 0: the real port from now on
-            from dataclasses import replace
-
             config = replace(config, listen=bound.address)
         agent = cls(
             format_address(bound.address),
