@@ -10,6 +10,7 @@ import threading
 import time
 import zlib
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from rpyc.core.service import Service
@@ -219,7 +220,9 @@ class Echo(Service):  # type: ignore[misc]
 @pytest.fixture
 def served(
     pair: tuple[socket.socket, socket.socket],
-) -> Iterator[tuple[socket.socket, list[BaseException]]]:
+) -> Iterator[tuple[socket.socket, Any, list[BaseException]]]:
+    """A client connection (with its socket) to ``Echo`` served on the other end, and how
+    the serving ended (filled once it did)."""
     ours, theirs = pair
     ended: list[BaseException] = []
 
@@ -238,24 +241,25 @@ def served(
 
     server = threading.Thread(target=serve, daemon=True)
     server.start()
-    yield ours, ended
-    server.join(5)
+    conn = transport.client_connection(ours, sync_request_timeout=5.0)
+    try:
+        yield ours, conn, ended
+    finally:
+        transport.close_connection(ours, conn)
+        server.join(5)
     assert not server.is_alive()
 
 
 def test_calls_by_name_round_trip_and_end_cleanly(
-    served: tuple[socket.socket, list[BaseException]],
+    served: tuple[socket.socket, Any, list[BaseException]],
 ) -> None:
-    sock, ended = served
-    conn = transport.client_connection(sock, sync_request_timeout=5.0)
-    try:
-        echo = transport.method_by_name(conn, "echo")
-        assert echo(b"abc") == b"abc"
-        assert echo(b"x" * 10_000) == b"x" * 10_000
-        with pytest.raises(Exception, match="cannot access"):
-            transport.method_by_name(conn, "__class__")(b"")
-    finally:
-        transport.close_connection(sock, conn)
+    sock, conn, ended = served
+    echo = transport.method_by_name(conn, "echo")
+    assert echo(b"abc") == b"abc"
+    assert echo(b"x" * 10_000) == b"x" * 10_000
+    with pytest.raises(Exception, match="cannot access"):
+        transport.method_by_name(conn, "__class__")(b"")
+    transport.close_connection(sock, conn)
     deadline = time.monotonic() + 5
     while not ended and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -263,16 +267,12 @@ def test_calls_by_name_round_trip_and_end_cleanly(
 
 
 def test_the_request_timeout_can_be_set_per_call(
-    served: tuple[socket.socket, list[BaseException]],
+    served: tuple[socket.socket, Any, list[BaseException]],
 ) -> None:
-    sock, _ended = served
-    conn = transport.client_connection(sock, sync_request_timeout=5.0)
-    try:
-        echo = transport.method_by_name(conn, "echo")
-        transport.set_request_timeout(conn, 0.2)
-        started = time.monotonic()
-        with pytest.raises(TimeoutError):
-            echo(b"slow")
-        assert time.monotonic() - started < 0.9
-    finally:
-        transport.close_connection(sock, conn)
+    _sock, conn, _ended = served
+    echo = transport.method_by_name(conn, "echo")
+    transport.set_request_timeout(conn, 0.2)
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        echo(b"slow")
+    assert time.monotonic() - started < 0.9
