@@ -14,7 +14,8 @@ import pytest
 from agentkit import short_tmpdir
 
 from reloadctl.agent import lifecycle
-from reloadctl.agent.lifecycle import Agent, start
+from reloadctl.agent.handle import Agent
+from reloadctl.agent.lifecycle import start
 
 #: Settings an outer environment could leak into a test's agent or client.
 ENV_VARS = (
