@@ -1,18 +1,6 @@
 """The ``reloadctl`` command line: parse, select targets, fan out, render, exit with a code.
 
-Exit codes are computed in ``exit_code`` and nowhere else. Precedence, first match wins:
-
-1. 130 interrupted (Ctrl-C), whatever else happened;
-2. 5   a rollout was aborted (``--max-failures``, ``--fail-fast``, ``rollout abort``);
-3. 4   at least one target rejected our credentials (a configuration problem to fix first);
-4. 3   a target did not answer (unreachable, timeout, not attempted): silence is never
-       success, and never "everything failed" either, since what it did is unknown;
-5. 0   every (target, module) record is ``reloaded``/``unchanged``/``not_loaded``
-       (``ok`` for ping/status), where ``not_loaded`` counts as failed for a module that no
-       selected target has loaded (usually a typo; one stderr line says so);
-6. 1   every record failed;
-7. 3   some succeeded and some failed, were refused, timed out, were unreachable or were
-       not attempted (silence is never success).
+Exit codes are decided in ``client.verdict`` (its rule 5 has the precedence).
 
 Errors before any target is contacted: 2 for usage (typer's own, an empty selection, an
 unknown group, a bad address or rollout option), 1 for a local problem (malformed
@@ -33,6 +21,12 @@ from typing import TYPE_CHECKING, Annotated, Final, NoReturn, cast
 import typer
 
 from reloadctl import __version__
+from reloadctl.client.verdict import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+)
 
 if TYPE_CHECKING:
     from reloadctl.client.fanout import FanoutOptions, Outcome, Transport
@@ -42,15 +36,7 @@ if TYPE_CHECKING:
     from reloadctl.proto.messages import ReloadRequest, RollbackRequest, StatusRequest
     from reloadctl.secrets import Secret
 
-__all__ = ["app", "exit_code", "main"]
-
-EXIT_OK: Final = 0
-EXIT_FAILED: Final = 1
-EXIT_USAGE: Final = 2
-EXIT_PARTIAL: Final = 3
-EXIT_AUTH: Final = 4
-EXIT_ABORTED: Final = 5
-EXIT_INTERRUPTED: Final = 130
+__all__ = ["app", "main"]
 
 DEFAULT_TIMEOUT: Final = 30.0
 DEFAULT_CONNECT_TIMEOUT: Final = 2.0
@@ -233,60 +219,6 @@ def _version(value: bool) -> None:
         raise typer.Exit(EXIT_OK)
 
 
-# -- the one place exit codes are decided ---------------------------------------------------
-
-
-def exit_code(
-    outcomes: "Sequence[Outcome]",
-    *,
-    aborted: bool = False,
-    interrupted: bool = False,
-    typos: Sequence[str] = (),
-) -> int:
-    """The process exit code for a finished command (precedence in the module docstring).
-
-    Args:
-        outcomes: one per selected target.
-        aborted: a rollout was aborted.
-        interrupted: the user pressed Ctrl-C.
-        typos: modules loaded by no selected target (``fanout.modules_loaded_nowhere``).
-    """
-    from reloadctl.client.fanout import ANSWERED
-    from reloadctl.results import (
-        AUTH_FAILED,
-        NOT_ATTEMPTED,
-        NOT_LOADED,
-        OK_STATUSES,
-        TIMEOUT,
-        UNREACHABLE,
-    )
-
-    silent = (UNREACHABLE, TIMEOUT, NOT_ATTEMPTED)
-
-    if interrupted:
-        return EXIT_INTERRUPTED
-    if aborted:
-        return EXIT_ABORTED
-    if any(o.status == AUTH_FAILED for o in outcomes):
-        return EXIT_AUTH
-    if any(o.status in silent for o in outcomes):
-        # never 1 ("everything failed"): what a silent target did is unknown, maybe applied
-        return EXIT_PARTIAL
-    verdicts: list[bool] = []
-    for o in outcomes:
-        if not o.results:
-            verdicts.append(o.status == ANSWERED)
-        for r in o.results:
-            verdicts.append(
-                r.status in OK_STATUSES and not (r.status == NOT_LOADED and r.module in typos)
-            )
-    if all(verdicts):
-        return EXIT_OK
-    if not any(verdicts):
-        return EXIT_FAILED
-    return EXIT_PARTIAL
-
-
 # -- shared plumbing ------------------------------------------------------------------------
 
 
@@ -454,7 +386,7 @@ def _fan_out(
 ) -> int:
     """Run ``request`` (through the rollout runner), render every outcome, print the
     typo, abort and interrupt lines, and return the exit code."""
-    from reloadctl.client import fanout
+    from reloadctl.client import fanout, verdict
     from reloadctl.client.render import Renderer
 
     renderer = Renderer(
@@ -503,9 +435,9 @@ def _fan_out(
         outcomes, interrupted = report.outcomes, report.interrupted
         undo = report.changed if report.aborted else None
     renderer.finish()
-    typos = fanout.modules_loaded_nowhere(outcomes) if kind == "modules" else []
+    typos = verdict.modules_loaded_nowhere(outcomes) if kind == "modules" else []
     for module in typos:
-        _warn(f"{module}: not loaded by any selected target (a typo?); counted as failed")
+        _warn(verdict.typo_line(module))
     if undo:
         from reloadctl.client.rollout import rollback_command
         from reloadctl.proto.messages import StatusRequest
@@ -515,7 +447,7 @@ def _fan_out(
         typer.echo("  " + rollback_command(undo, modules, rollback_prefix), err=True)
     if interrupted:
         _warn("interrupted: targets not started are not_attempted")
-    return exit_code(
+    return verdict.exit_code(
         outcomes,
         aborted=undo is not None,
         interrupted=interrupted,

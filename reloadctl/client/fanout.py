@@ -43,7 +43,6 @@ from reloadctl.results import (
     AUTH_FAILED,
     FAILED,
     NOT_ATTEMPTED,
-    NOT_LOADED,
     REFUSED,
     TIMEOUT,
     UNREACHABLE,
@@ -61,7 +60,6 @@ __all__ = [
     "FanoutReport",
     "Outcome",
     "Transport",
-    "modules_loaded_nowhere",
     "run",
     "unanswered",
 ]
@@ -382,21 +380,3 @@ def run(
         cancelled=cancel.is_set() and not interrupted,
         deadline_hit=deadline_hit,
     )
-
-
-def modules_loaded_nowhere(outcomes: Sequence[Outcome]) -> list[str]:
-    """Requested modules that no target reported loaded, though some target said not_loaded.
-
-    Such a module is usually a typo: its ``not_loaded`` results count as failures. A module
-    for which every target failed to answer is not in this list (nobody could tell).
-    """
-    seen: dict[str, bool] = {}  # module -> some target has it loaded (answered otherwise)
-    for outcome in outcomes:
-        if outcome.status != ANSWERED:
-            continue
-        for r in outcome.results:
-            if r.status == NOT_LOADED:
-                seen.setdefault(r.module, False)
-            else:
-                seen[r.module] = True
-    return [m for m, loaded in seen.items() if not loaded]

@@ -323,3 +323,23 @@ def test_option_after_the_command_wins(fake: FakeTransport, env: dict[str, str |
     assert records[-1] == {"summary": {"reloaded": 1}}  # ndjson, not one json document
     (_, _, connect_timeout, timeout) = fake.calls[0]
     assert (connect_timeout, timeout) == (2.0, 5.0)  # the global --timeout still applies
+
+
+def test_canary_stops_a_typo_before_the_next_batch(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str | None]
+) -> None:
+    addrs = [f"tcp://127.0.0.1:{7200 + i}" for i in range(4)]
+    transport = FakeTransport({a: FakeAgent({"shop.pricing": RELOADED}) for a in addrs})
+    monkeypatch.setattr(cli, "TRANSPORT", transport)
+    args = ["reload", "-o", "ndjson", "--canary", "1", "--batch", "1"]
+    for a in addrs:
+        args += ["-H", a]
+    code, records, err = invoke([*args, "shop.pricnig"], env)
+    assert code == 5
+    assert len(transport.calls) == 1  # the canary only
+    assert statuses(records) == {
+        addrs[0]: "not_loaded",
+        **{a: "not_attempted" for a in addrs[1:]},
+    }
+    assert "shop.pricnig: not loaded by any selected target (a typo?)" in err
+    assert "aborted: shop.pricnig: not loaded by any canary target" in err
