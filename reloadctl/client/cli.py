@@ -41,9 +41,6 @@ __all__ = ["app", "main"]
 DEFAULT_TIMEOUT: Final = 30.0
 DEFAULT_CONNECT_TIMEOUT: Final = 2.0
 
-#: Test seam: replaced by tests with a fake transport; None means connection.execute.
-TRANSPORT: "Transport | None" = None
-
 
 class Output(str, enum.Enum):
     """Output formats (``-o``)."""
@@ -190,6 +187,9 @@ class Settings:
     deadline: float | None = None
     secret_file: Path | None = None
     inventory: Path | None = None
+    #: The per-target call; None: the real connection. Not an option: a test runs the app
+    #: with ``app(args, obj=Settings(transport=fake))`` (the root callback starts from it).
+    transport: "Transport | None" = None
 
     def merged(self, **values: object) -> "Settings":
         """Override with every value that was given (not None/False/0)."""
@@ -407,7 +407,7 @@ def _fan_out(
             batch,
             request,
             options=options,
-            transport=TRANSPORT,
+            transport=s.transport,
             secret_for=secret_for,
             on_outcome=take,
             cancel=cancel,
