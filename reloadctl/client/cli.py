@@ -7,20 +7,31 @@ unknown group, a bad address or rollout option), 1 for a local problem (malforme
 inventory, unusable secret file, untrusted socket directory, watchfiles missing).
 """
 
-import enum
 import functools
 import inspect
 import os
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Final, NoReturn, cast
 
 import typer
 
 from reloadctl import __version__
+from reloadctl.client.settings import (
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_TIMEOUT,
+    PS_TIMEOUT,
+    Choice,
+    Output,
+    Settings,
+    default_parallel,
+    tls_ca,
+    tls_cert,
+    tls_key,
+)
 from reloadctl.client.verdict import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -29,7 +40,7 @@ from reloadctl.client.verdict import (
 )
 
 if TYPE_CHECKING:
-    from reloadctl.client.fanout import FanoutOptions, Outcome, Transport
+    from reloadctl.client.fanout import FanoutOptions, Outcome
     from reloadctl.client.inventory import Inventory
     from reloadctl.client.rollout import RolloutPlan
     from reloadctl.client.targets import Selection, Target
@@ -37,17 +48,6 @@ if TYPE_CHECKING:
     from reloadctl.secrets import Secret
 
 __all__ = ["app", "main"]
-
-DEFAULT_TIMEOUT: Final = 30.0
-DEFAULT_CONNECT_TIMEOUT: Final = 2.0
-
-
-class Output(str, enum.Enum):
-    """Output formats (``-o``)."""
-
-    table = "table"
-    json = "json"
-    ndjson = "ndjson"
 
 
 app = typer.Typer(
@@ -139,7 +139,7 @@ TlsCa = Annotated[
         "--tls-ca",
         metavar="FILE",
         help="CA (PEM) that signed the agents' certificates, for tls:// targets. "
-        "Default: $RELOADCTL_TLS_CA, else the system CAs.",
+        "Default: $RELOADCTL_CLIENT_TLS_CA, else the system CAs.",
         show_default=False,
     ),
 ]
@@ -149,7 +149,7 @@ TlsCert = Annotated[
         "--tls-cert",
         metavar="FILE",
         help="Client certificate (PEM) for tls:// agents that require one. "
-        "Default: $RELOADCTL_TLS_CERT.",
+        "Default: $RELOADCTL_CLIENT_TLS_CERT.",
         show_default=False,
     ),
 ]
@@ -158,7 +158,7 @@ TlsKey = Annotated[
     typer.Option(
         "--tls-key",
         metavar="FILE",
-        help="Key (PEM) of --tls-cert. Default: $RELOADCTL_TLS_KEY.",
+        help="Key (PEM) of --tls-cert. Default: $RELOADCTL_CLIENT_TLS_KEY.",
         show_default=False,
     ),
 ]
@@ -172,45 +172,6 @@ InventoryOpt = Annotated[
         show_default=False,
     ),
 ]
-
-
-@dataclass(frozen=True, slots=True)
-class Settings:
-    """Global options merged with a command's own (the command's value wins)."""
-
-    output: Output | None = None
-    quiet: bool = False
-    verbose: int = 0
-    timeout: float | None = None
-    connect_timeout: float | None = None
-    parallel: int | None = None
-    deadline: float | None = None
-    secret_file: Path | None = None
-    inventory: Path | None = None
-    #: The per-target call; None: the real connection. Not an option: a test runs the app
-    #: with ``app(args, obj=Settings(transport=fake))`` (the root callback starts from it).
-    transport: "Transport | None" = None
-
-    def merged(self, **values: object) -> "Settings":
-        """Override with every value that was given (not None/False/0)."""
-        given = {
-            k: v
-            for k, v in values.items()
-            if v is not None and v is not False and not (k == "verbose" and v == 0)
-        }
-        if "verbose" in given:
-            given["verbose"] = self.verbose + int(given["verbose"])  # type: ignore[call-overload]
-        return replace(self, **given)  # type: ignore[arg-type]
-
-
-@dataclass(frozen=True, slots=True)
-class Choice:
-    """The selection options as given to a command (``-H``, ``-g``, ``--all``, ``--local``)."""
-
-    hosts: tuple[str, ...] = ()
-    groups: tuple[str, ...] = ()
-    all_groups: bool = False
-    local: bool = False
 
 
 def _version(value: bool) -> None:
@@ -248,11 +209,6 @@ def _output(s: Settings) -> str:
     if s.output is not None:
         return s.output.value
     return "table" if sys.stdout.isatty() else "ndjson"
-
-
-def default_parallel() -> int:
-    """``min(32, 4 x CPUs)``: the client is GIL-bound for local targets (agent-fleet F3)."""
-    return min(32, 4 * (os.cpu_count() or 1))
 
 
 def _fanout_options(ctx: typer.Context, s: Settings) -> "FanoutOptions":
@@ -400,6 +356,12 @@ def _fan_out(
         verbose=s.verbose > 0,
     )
 
+    transport = s.transport
+    if transport is None:
+        from reloadctl.client.connection import TlsSettings
+
+        transport = fanout.default_transport(TlsSettings(s.tls_ca, s.tls_cert, s.tls_key))
+
     def run_batch(
         batch: "Sequence[Target]", cancel: threading.Event, take: "Callable[[Outcome], None]"
     ) -> "fanout.FanoutReport":
@@ -407,7 +369,7 @@ def _fan_out(
             batch,
             request,
             options=options,
-            transport=s.transport,
+            transport=transport,
             secret_for=secret_for,
             on_outcome=take,
             cancel=cancel,
@@ -573,9 +535,9 @@ def _root(
         bool | None,
         typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
     ] = None,
-    tls_ca: TlsCa = None,
-    tls_cert: TlsCert = None,
-    tls_key: TlsKey = None,
+    tls_ca_path: TlsCa = None,
+    tls_cert_path: TlsCert = None,
+    tls_key_path: TlsKey = None,
 ) -> None:
     """Reload Python modules inside running processes, one process or a whole fleet.
 
@@ -596,14 +558,13 @@ def _root(
       1  all failed, or a local error        4  a target rejected our credentials
       2  usage error, empty selection        5  rollout aborted; 130 interrupted
     """
-    # connection.execute reads these for tls:// targets (file paths, never secrets)
-    for var, path in (
-        ("RELOADCTL_TLS_CA", tls_ca),
-        ("RELOADCTL_TLS_CERT", tls_cert),
-        ("RELOADCTL_TLS_KEY", tls_key),
-    ):
-        if path is not None:
-            os.environ[var] = str(path.expanduser().resolve())
+    # read once, here: the connection gets them as a value, never from os.environ
+    s = replace(
+        s,
+        tls_ca=tls_ca(tls_ca_path, warn=_warn),
+        tls_cert=tls_cert(tls_cert_path, warn=_warn),
+        tls_key=tls_key(tls_key_path, warn=_warn),
+    )
     ctx.obj = s
 
 
@@ -762,7 +723,7 @@ def ps(ctx: typer.Context, s: Settings) -> None:
     from reloadctl.proto.messages import StatusRequest
 
     if s.timeout is None:
-        s = replace(s, timeout=2.0)  # a local listing should not wait 30 s for a hung agent
+        s = replace(s, timeout=PS_TIMEOUT)  # a local listing should not wait 30 s for a hung agent
     selection = _select(ctx, s, Choice(local=True), allow_empty=True)
     if not selection.targets:
         if not s.quiet:

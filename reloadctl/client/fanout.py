@@ -24,6 +24,7 @@ Rules:
 
 from __future__ import annotations
 
+import functools
 import queue
 import threading
 import time
@@ -51,6 +52,7 @@ from reloadctl.results import (
 )
 
 if TYPE_CHECKING:
+    from reloadctl.client.connection import TlsSettings
     from reloadctl.client.targets import Target
     from reloadctl.secrets import Secret
 
@@ -60,6 +62,7 @@ __all__ = [
     "FanoutReport",
     "Outcome",
     "Transport",
+    "default_transport",
     "run",
     "unanswered",
 ]
@@ -221,7 +224,8 @@ def _error(exc: BaseException) -> ErrorInfo:
     return ErrorInfo(type(exc).__name__, str(exc) or type(exc).__name__)
 
 
-def _default_transport() -> Transport:
+def default_transport(tls: TlsSettings | None = None) -> Transport:
+    """The real transport: ``connection.execute``, with ``tls`` for ``tls://`` targets."""
     # Imported here: connection pulls in rpyc, which --help and `targets` must not pay for.
     # connection imports rpyc lazily, on its first call. rpyc's modules import each other
     # in a cycle, and two worker threads importing them at once hit CPython's import
@@ -233,8 +237,10 @@ def _default_transport() -> Transport:
 
     from reloadctl.client import connection
 
-    execute: Transport = connection.execute
-    return execute
+    if tls is None:
+        execute: Transport = connection.execute
+        return execute
+    return functools.partial(connection.execute, tls=tls)
 
 
 def run(
@@ -253,7 +259,7 @@ def run(
         targets: the selection, in order; outcomes come back in this order too.
         request: a reload, rollback or status request.
         options: concurrency and time bounds (rules 2-4).
-        transport: the call to make per target; default ``connection.execute``.
+        transport: the call to make per target; default ``default_transport()``.
         secret_for: the secret for a target (None: no secret).
         on_outcome: called with each outcome as soon as it is known (rule 5).
         cancel: set it (from any thread, or from ``on_outcome``) to stop scheduling.
@@ -262,7 +268,7 @@ def run(
         A ``FanoutReport`` with one outcome per target (rule 1).
     """
     opts = options or FanoutOptions()
-    call = transport or _default_transport()
+    call = transport or default_transport()
     cancel = cancel or threading.Event()
     started = time.monotonic()
     deadline_at = None if opts.deadline is None else started + opts.deadline
