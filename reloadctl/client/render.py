@@ -13,8 +13,8 @@ Rules:
 3. Results go to ``out`` (stdout), progress to ``err`` (stderr): one line per target, or a
    single self-rewriting line when ``err`` is a terminal and the output is a table;
    nothing when quiet.
-4. Records are built only from message values (``Outcome``/``ModuleResult``/``AgentInfo``);
-   this is the one place that turns them into dicts.
+4. Records are built only from values (``Outcome``/``ModuleResult``/``AgentInfo``, and
+   ``Target`` for the ``targets`` preview); this is the one place that turns them into dicts.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable, Sequence
-from typing import Final, TextIO
+from typing import TYPE_CHECKING, Final, TextIO
 
 from reloadctl.client.fanout import ANSWERED, Outcome
 from reloadctl.proto.messages import AgentInfo
@@ -40,6 +40,9 @@ from reloadctl.results import (
     ModuleResult,
 )
 
+if TYPE_CHECKING:
+    from reloadctl.client.targets import Target
+
 __all__ = [
     "OUTPUTS",
     "Renderer",
@@ -47,6 +50,8 @@ __all__ = [
     "format_table",
     "module_record",
     "summarize",
+    "target_record",
+    "write_targets",
 ]
 
 OUTPUTS: Final = ("table", "json", "ndjson")
@@ -339,3 +344,30 @@ def _detail_of(outcome: Outcome) -> str:
     if outcome.error is None:
         return ""
     return _one_line(f"{outcome.error.type}: {outcome.error.message}")
+
+
+def target_record(target: Target) -> dict[str, object]:
+    """The record of one selected target, for ``targets`` (rule 4)."""
+    return {
+        "target": target.name,
+        "address": target.address,
+        "group": target.group,
+        "labels": dict(target.labels),
+        "problem": target.problem or None,
+    }
+
+
+def write_targets(targets: Sequence[Target], output: str, out: TextIO) -> None:
+    """The ``targets`` preview: one record per line, one document, or a table."""
+    if output == "ndjson":
+        for t in targets:
+            out.write(json.dumps(target_record(t), separators=(",", ":")) + "\n")
+    elif output == "json":
+        out.write(json.dumps({"targets": [target_record(t) for t in targets]}, indent=2) + "\n")
+    else:
+        rows = [["TARGET", "ADDRESS", "GROUP", "LABELS", "PROBLEM"]]
+        for t in targets:
+            labels = ",".join(f"{k}={v}" for k, v in t.labels)
+            rows.append([t.name, t.address, t.group or "-", labels or "-", t.problem or "-"])
+        out.write("\n".join(format_table(rows)) + "\n")
+    out.flush()

@@ -31,27 +31,20 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_CONNECT_TIMEOUT",
     "DEFAULT_TIMEOUT",
+    "TLS_CA",
+    "TLS_CERT",
+    "TLS_KEY",
     "Choice",
     "Output",
     "Settings",
+    "TlsFile",
     "default_parallel",
-    "tls_ca",
-    "tls_cert",
-    "tls_key",
 ]
 
 DEFAULT_TIMEOUT: Final = 30.0
 DEFAULT_CONNECT_TIMEOUT: Final = 2.0
 #: Seconds ``ps`` waits for each agent unless --timeout says otherwise.
 PS_TIMEOUT: Final = 2.0
-
-TLS_CA_ENV: Final = "RELOADCTL_CLIENT_TLS_CA"
-TLS_CERT_ENV: Final = "RELOADCTL_CLIENT_TLS_CERT"
-TLS_KEY_ENV: Final = "RELOADCTL_CLIENT_TLS_KEY"
-#: The names the CLI shared with the agent before each side had its own.
-LEGACY_TLS_CA_ENV: Final = "RELOADCTL_TLS_CA"
-LEGACY_TLS_CERT_ENV: Final = "RELOADCTL_TLS_CERT"
-LEGACY_TLS_KEY_ENV: Final = "RELOADCTL_TLS_KEY"
 
 
 class Output(str, enum.Enum):
@@ -76,7 +69,7 @@ class Settings:
     secret_file: Path | None = None
     inventory: Path | None = None
     #: TLS files for ``tls://`` targets (absolute paths; None: not given), read once by
-    #: ``tls_ca``/``tls_cert``/``tls_key`` at the CLI boundary.
+    #: ``TLS_CA``/``TLS_CERT``/``TLS_KEY`` at the CLI boundary.
     tls_ca: str | None = None
     tls_cert: str | None = None
     tls_key: str | None = None
@@ -114,50 +107,37 @@ def default_parallel() -> int:
 Warn = Callable[[str], None]
 
 
-def _tls_file(
-    option: str | os.PathLike[str] | None,
-    env_name: str,
-    legacy_env: str,
-    environ: Mapping[str, str] | None,
-    warn: Warn | None,
-) -> str | None:
-    if option is not None:
-        raw = os.fspath(option)
-    else:
-        env = os.environ if environ is None else environ
-        raw = env.get(env_name, "").strip()
-        if not raw:
-            raw = env.get(legacy_env, "").strip()
-            if raw and warn is not None:
-                warn(f"{legacy_env} is deprecated: use {env_name} (the agent's is different)")
-    return os.path.abspath(os.path.expanduser(raw)) if raw else None
+@dataclass(frozen=True, slots=True)
+class TlsFile:
+    """One TLS file setting: its option, then its variable, then the old shared name (with
+    one deprecation line to ``warn``), then None. A path comes back absolute."""
+
+    env: str
+    legacy_env: str
+
+    def read(
+        self,
+        option: str | os.PathLike[str] | None,
+        environ: Mapping[str, str] | None = None,
+        warn: Warn | None = None,
+    ) -> str | None:
+        """The file this setting names, or None."""
+        if option is not None:
+            raw = os.fspath(option)
+        else:
+            env = os.environ if environ is None else environ
+            raw = env.get(self.env, "").strip()
+            if not raw:
+                raw = env.get(self.legacy_env, "").strip()
+                if raw and warn is not None:
+                    why = "the agent's is different"
+                    warn(f"{self.legacy_env} is deprecated: use {self.env} ({why})")
+        return os.path.abspath(os.path.expanduser(raw)) if raw else None
 
 
-def tls_ca(
-    option: str | os.PathLike[str] | None,
-    environ: Mapping[str, str] | None = None,
-    warn: Warn | None = None,
-) -> str | None:
-    """``--tls-ca``, then ``RELOADCTL_CLIENT_TLS_CA``, then the deprecated
-    ``RELOADCTL_TLS_CA`` (``warn`` is told), then None (the system's CAs)."""
-    return _tls_file(option, TLS_CA_ENV, LEGACY_TLS_CA_ENV, environ, warn)
-
-
-def tls_cert(
-    option: str | os.PathLike[str] | None,
-    environ: Mapping[str, str] | None = None,
-    warn: Warn | None = None,
-) -> str | None:
-    """``--tls-cert``, then ``RELOADCTL_CLIENT_TLS_CERT``, then the deprecated
-    ``RELOADCTL_TLS_CERT`` (``warn`` is told), then None (no client certificate)."""
-    return _tls_file(option, TLS_CERT_ENV, LEGACY_TLS_CERT_ENV, environ, warn)
-
-
-def tls_key(
-    option: str | os.PathLike[str] | None,
-    environ: Mapping[str, str] | None = None,
-    warn: Warn | None = None,
-) -> str | None:
-    """``--tls-key``, then ``RELOADCTL_CLIENT_TLS_KEY``, then the deprecated
-    ``RELOADCTL_TLS_KEY`` (``warn`` is told), then None (the key is in the cert file)."""
-    return _tls_file(option, TLS_KEY_ENV, LEGACY_TLS_KEY_ENV, environ, warn)
+#: ``--tls-ca``: the CA that signed the agents' certificates (None: the system's CAs).
+TLS_CA: Final = TlsFile("RELOADCTL_CLIENT_TLS_CA", "RELOADCTL_TLS_CA")
+#: ``--tls-cert``: the client certificate (None: none).
+TLS_CERT: Final = TlsFile("RELOADCTL_CLIENT_TLS_CERT", "RELOADCTL_TLS_CERT")
+#: ``--tls-key``: the key of the client certificate (None: it is in the certificate file).
+TLS_KEY: Final = TlsFile("RELOADCTL_CLIENT_TLS_KEY", "RELOADCTL_TLS_KEY")

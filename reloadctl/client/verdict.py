@@ -24,6 +24,7 @@ Before any target is contacted the CLI exits 2 for usage errors and 1 for local 
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
@@ -43,13 +44,7 @@ if TYPE_CHECKING:
     from reloadctl.client.fanout import Outcome
 
 __all__ = [
-    "EXIT_ABORTED",
-    "EXIT_AUTH",
-    "EXIT_FAILED",
-    "EXIT_INTERRUPTED",
-    "EXIT_OK",
-    "EXIT_PARTIAL",
-    "EXIT_USAGE",
+    "ExitCode",
     "Threshold",
     "canary_breach",
     "exit_code",
@@ -60,13 +55,18 @@ __all__ = [
     "typo_line",
 ]
 
-EXIT_OK: Final = 0
-EXIT_FAILED: Final = 1
-EXIT_USAGE: Final = 2
-EXIT_PARTIAL: Final = 3
-EXIT_AUTH: Final = 4
-EXIT_ABORTED: Final = 5
-EXIT_INTERRUPTED: Final = 130
+
+class ExitCode(enum.IntEnum):
+    """The process exit codes (rule 5; DESIGN.md "Exit codes")."""
+
+    OK = 0  # every selected target did what was asked
+    FAILED = 1  # everything failed, or a local error before any target
+    USAGE = 2  # the command line asks for something impossible
+    PARTIAL = 3  # some target failed, was refused or did not answer
+    AUTH = 4  # a target rejected our credentials
+    ABORTED = 5  # a rollout stopped before its later batches
+    INTERRUPTED = 130  # Ctrl-C
+
 
 _SILENT: Final = frozenset({UNREACHABLE, TIMEOUT, NOT_ATTEMPTED})
 
@@ -190,20 +190,20 @@ def exit_code(
         typos: modules loaded by no selected target (``modules_loaded_nowhere``).
     """
     if interrupted:
-        return EXIT_INTERRUPTED
+        return ExitCode.INTERRUPTED
     if aborted:
-        return EXIT_ABORTED
+        return ExitCode.ABORTED
     if any(o.status == AUTH_FAILED for o in outcomes):
-        return EXIT_AUTH
+        return ExitCode.AUTH
     if any(o.status in _SILENT for o in outcomes):
-        return EXIT_PARTIAL
+        return ExitCode.PARTIAL
     verdicts: list[bool] = []
     for o in outcomes:
         if not o.results:
             verdicts.append(o.status == ANSWERED)
         verdicts.extend(record_ok(r, typos) for r in o.results)
     if all(verdicts):
-        return EXIT_OK
+        return ExitCode.OK
     if not any(verdicts):
-        return EXIT_FAILED
-    return EXIT_PARTIAL
+        return ExitCode.FAILED
+    return ExitCode.PARTIAL

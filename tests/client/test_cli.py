@@ -11,7 +11,7 @@ from typer.testing import CliRunner, Result
 
 from reloadctl import __version__
 from reloadctl.client import cli
-from reloadctl.client.cli import Settings
+from reloadctl.client.settings import Settings
 from reloadctl.errors import TargetAuthFailed
 from reloadctl.proto.messages import ReloadRequest
 from reloadctl.results import FAILED, RELOADED, UNCHANGED

@@ -6,7 +6,14 @@ import io
 import json
 
 from reloadctl.client.fanout import ANSWERED, Outcome
-from reloadctl.client.render import Renderer, agent_record, module_record, summarize
+from reloadctl.client.render import (
+    Renderer,
+    agent_record,
+    module_record,
+    summarize,
+    target_record,
+    write_targets,
+)
 from reloadctl.client.targets import Target
 from reloadctl.proto.messages import AgentInfo
 from reloadctl.results import (
@@ -188,3 +195,33 @@ def test_live_only_for_tables() -> None:
     r = Renderer("ndjson", "modules", io.StringIO(), err, total=1, live=True)
     r.outcome(Outcome(T1, ANSWERED, (OK,)))
     assert err.getvalue().startswith("[1/1] web1:")
+
+
+def test_targets_preview_formats() -> None:
+    t = Target("a", "tcp://10.0.0.1:7878", labels=(("role", "api"),), group="web")
+    out = io.StringIO()
+    write_targets([t, T2], "ndjson", out)
+    first = json.loads(out.getvalue().splitlines()[0])
+    assert (
+        first
+        == target_record(t)
+        == {
+            "target": "a",
+            "address": "tcp://10.0.0.1:7878",
+            "group": "web",
+            "labels": {"role": "api"},
+            "problem": None,
+        }
+    )
+    out = io.StringIO()
+    write_targets([t], "json", out)
+    assert json.loads(out.getvalue()) == {"targets": [target_record(t)]}
+    out = io.StringIO()
+    write_targets([t], "table", out)
+    assert out.getvalue().splitlines()[1].split() == [
+        "a",
+        "tcp://10.0.0.1:7878",
+        "web",
+        "role=api",
+        "-",
+    ]

@@ -4,17 +4,14 @@ shared name (with one deprecation line), then the default."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from reloadctl.client.settings import tls_ca, tls_cert, tls_key
-
-Helper = Callable[..., "str | None"]
+from reloadctl.client.settings import TLS_CA, TLS_CERT, TLS_KEY, TlsFile
 
 
-@pytest.mark.parametrize(("helper", "name"), [(tls_ca, "CA"), (tls_cert, "CERT"), (tls_key, "KEY")])
+@pytest.mark.parametrize(("helper", "name"), [(TLS_CA, "CA"), (TLS_CERT, "CERT"), (TLS_KEY, "KEY")])
 @pytest.mark.parametrize(
     ("option", "environ", "expected", "warned"),
     [
@@ -32,7 +29,7 @@ Helper = Callable[..., "str | None"]
     ],
 )
 def test_option_then_environment_then_old_name(
-    helper: Helper,
+    helper: TlsFile,
     name: str,
     option: str | None,
     environ: dict[str, str],
@@ -41,7 +38,7 @@ def test_option_then_environment_then_old_name(
 ) -> None:
     lines: list[str] = []
     env = {k.format(n=name): v for k, v in environ.items()}
-    assert helper(option, env, lines.append) == expected
+    assert helper.read(option, env, lines.append) == expected
     if warned:
         assert lines == [
             f"RELOADCTL_TLS_{name} is deprecated: use RELOADCTL_CLIENT_TLS_{name} "
@@ -54,7 +51,7 @@ def test_option_then_environment_then_old_name(
 def test_paths_are_made_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert tls_ca(Path("ca.pem"), {}) == os.path.join(tmp_path, "ca.pem")
-    assert tls_cert(None, {"RELOADCTL_CLIENT_TLS_CERT": "~/c.pem"}) == str(
+    assert TLS_CA.read(Path("ca.pem"), {}) == os.path.join(tmp_path, "ca.pem")
+    assert TLS_CERT.read(None, {"RELOADCTL_CLIENT_TLS_CERT": "~/c.pem"}) == str(
         tmp_path / "home" / "c.pem"
     )

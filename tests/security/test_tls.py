@@ -19,7 +19,7 @@ from seckit import OPENSSL, Pki, make_pki
 
 from reloadctl.agent import Agent, start
 from reloadctl.client.connection import TlsSettings, execute
-from reloadctl.client.settings import tls_ca, tls_cert, tls_key
+from reloadctl.client.settings import TLS_CA, TLS_CERT, TLS_KEY
 from reloadctl.errors import (
     ConfigError,
     SecretError,
@@ -143,7 +143,7 @@ def test_settings_come_from_the_environment(
     monkeypatch.setenv("RELOADCTL_CLIENT_TLS_CA", pki.ca)
     monkeypatch.setenv("RELOADCTL_CLIENT_TLS_CERT", pki.client_cert)
     monkeypatch.setenv("RELOADCTL_CLIENT_TLS_KEY", pki.client_key)
-    tls = TlsSettings(tls_ca(None), tls_cert(None), tls_key(None))
+    tls = TlsSettings(TLS_CA.read(None), TLS_CERT.read(None), TLS_KEY.read(None))
     info = execute(
         agent.address, StatusRequest(), secret=None, connect_timeout=3.0, timeout=10.0, tls=tls
     )
