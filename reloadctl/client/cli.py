@@ -378,7 +378,10 @@ def watch(
         )
 
     if not s.quiet:
-        warn(f"watching {', '.join(map(str, paths))} for {len(selection.targets)} targets")
+        from reloadctl.client.render import plural
+
+        n = len(selection.targets)
+        warn(f"watching {', '.join(map(str, paths))} for {plural(n, 'target')}")
     try:
         watch_modules(paths, on_change)  # its ConfigError exits 1 (client.options)
     except KeyboardInterrupt:

@@ -15,6 +15,8 @@ Rules:
    nothing when quiet.
 4. Records are built only from values (``Outcome``/``ModuleResult``/``AgentInfo``, and
    ``Target`` for the ``targets`` preview); this is the one place that turns them into dicts.
+5. Counts a person reads agree in number ("1 target", "2 targets"); a rollback's module
+   (``reloaded`` with ``restored`` actions) says "rolled back to the previous version".
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ __all__ = [
     "agent_record",
     "format_table",
     "module_record",
+    "plural",
     "summarize",
     "target_record",
     "write_targets",
@@ -137,6 +140,11 @@ def _ordered(counts: dict[str, int]) -> dict[str, int]:
     return ordered
 
 
+def plural(n: int, noun: str) -> str:
+    """``1 target``, ``2 targets``, ``0 targets`` (rule 5)."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def _recap(summary: dict[str, int]) -> str:
     return ", ".join(f"{n} {s}" for s, n in summary.items()) or "nothing to report"
 
@@ -167,9 +175,15 @@ def format_table(rows: Sequence[Sequence[str]]) -> list[str]:
     return ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
 
 
+#: The DETAIL of a rollback's module (rule 5): its actions are all ``restored``.
+ROLLED_BACK_DETAIL: Final = "rolled back to the previous version"
+
+
 def _detail(result: ModuleResult) -> str:
     if result.error is not None:
         return _one_line(f"{result.error.type}: {result.error.message}")
+    if result.actions and all(a.kind == "restored" for a in result.actions):
+        return ROLLED_BACK_DETAIL
     kinds: dict[str, int] = {}
     for a in result.actions:
         kinds[a.kind] = kinds.get(a.kind, 0) + 1
@@ -196,6 +210,7 @@ class Renderer:
         quiet: no progress at all.
         live: rewrite one progress line in place instead of printing a line per target.
         verbose: the table shows tracebacks of failed modules.
+        noun: what the recap counts (``target``; ``agent`` for ``ps``).
     """
 
     def __init__(
@@ -209,6 +224,7 @@ class Renderer:
         quiet: bool = False,
         live: bool = False,
         verbose: bool = False,
+        noun: str = "target",
     ) -> None:
         if output not in OUTPUTS:
             raise ValueError(f"unknown output {output!r}")
@@ -220,6 +236,7 @@ class Renderer:
         self.quiet = quiet
         self.live = live and output == "table"
         self.verbose = verbose
+        self.noun = noun
         self.records: list[dict[str, object]] = []
         self.outcomes: list[Outcome] = []
         self._started = time.monotonic()
@@ -285,9 +302,8 @@ class Renderer:
         self.out.flush()
         if not self.quiet and self.output != "table":
             elapsed = (time.monotonic() - self._started) * 1000
-            self.err.write(
-                f"{len(self.outcomes)} targets in {_ms(elapsed)} ms: {_recap(summary)}\n"
-            )
+            count = plural(len(self.outcomes), self.noun)
+            self.err.write(f"{count} in {_ms(elapsed)} ms: {_recap(summary)}\n")
             self.err.flush()
 
     def _table_lines(self, summary: dict[str, int]) -> list[str]:
@@ -336,7 +352,7 @@ class Renderer:
                         lines.append(f"{o.target.name} {r.module}:")
                         lines.extend("  " + t for t in r.error.traceback.rstrip().splitlines())
         lines.append("")
-        lines.append(f"{len(self.outcomes)} targets: {_recap(summary)}")
+        lines.append(f"{plural(len(self.outcomes), self.noun)}: {_recap(summary)}")
         return lines
 
 

@@ -196,6 +196,7 @@ def run_request(
     *,
     kind: str,
     secret_for: SecretFor,
+    noun: str = "target",
     plan: RolloutPlan | None = None,
     prefix: Sequence[str] = (),
     transport: Transport | None = None,
@@ -211,6 +212,7 @@ def run_request(
         request: what each target gets.
         kind: ``"modules"`` (reload, rollback) or ``"agents"`` (ping, status, ps).
         secret_for: the secret of a target (``secrets_for``).
+        noun: what the recap counts (``target``, or ``agent`` for ``ps``).
         plan: canary, batches and thresholds; None: one batch of every target.
         prefix: global options the rollback command of an aborted rollout needs.
         transport: the call per target (rule 3).
@@ -229,6 +231,7 @@ def run_request(
         quiet=s.quiet,
         live=err.isatty(),
         verbose=s.verbose > 0,
+        noun=noun,
     )
 
     def warn(message: str) -> None:
@@ -304,7 +307,7 @@ def list_agents(
     if not selection.targets:
         if not s.quiet:
             err.write("reloadctl: no live reloadctl agent of this user found on this machine\n")
-        Renderer(output_format(s), "agents", out, err, total=0, quiet=True).finish()
+        Renderer(output_format(s), "agents", out, err, total=0, quiet=True, noun="agent").finish()
         return verdict.ExitCode.OK
     return run_request(
         s,
@@ -312,6 +315,7 @@ def list_agents(
         StatusRequest(),
         kind="agents",
         secret_for=secrets_for(s, selection.targets),
+        noun="agent",
         transport=transport,
         out=out,
         err=err,
