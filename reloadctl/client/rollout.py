@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from reloadctl.client.fanout import FanoutReport, Outcome, unanswered
-from reloadctl.client.verdict import Threshold, canary_breach, target_failed, threshold_breach
+from reloadctl.client.verdict import canary_breach, exceeded, target_failed, threshold_breach
 from reloadctl.errors import ConfigError
 from reloadctl.proto.messages import ReloadRequest, RollbackRequest, StatusRequest
 from reloadctl.results import NOT_ATTEMPTED, RELOADED, ErrorInfo
@@ -42,6 +42,7 @@ __all__ = [
     "RolloutPlan",
     "RolloutReport",
     "Size",
+    "Threshold",
     "abort_rollout",
     "batch_sizes",
     "parse_sizes",
@@ -78,6 +79,21 @@ class Size:
     def of(self, total: int) -> int:
         """The number of targets this size means out of ``total`` (at least 1)."""
         return max(1, total * self.value // 100) if self.percent else self.value
+
+    def __str__(self) -> str:
+        return f"{self.value}%" if self.percent else str(self.value)
+
+
+@dataclass(frozen=True, slots=True)
+class Threshold:
+    """``--max-failures``: a count or a percentage to exceed strictly (``verdict`` rule 3)."""
+
+    value: int
+    percent: bool = False
+
+    def exceeded(self, failed: int, total: int) -> bool:
+        """True when ``failed`` out of ``total`` is strictly more than the threshold."""
+        return exceeded(failed, total, value=self.value, percent=self.percent)
 
     def __str__(self) -> str:
         return f"{self.value}%" if self.percent else str(self.value)

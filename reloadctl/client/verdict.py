@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 from reloadctl.client.fanout import ANSWERED
@@ -42,11 +41,12 @@ from reloadctl.results import (
 
 if TYPE_CHECKING:
     from reloadctl.client.fanout import Outcome
+    from reloadctl.client.rollout import Threshold
 
 __all__ = [
     "ExitCode",
-    "Threshold",
     "canary_breach",
+    "exceeded",
     "exit_code",
     "modules_loaded_nowhere",
     "record_ok",
@@ -117,21 +117,12 @@ def target_failed(
     return False
 
 
-@dataclass(frozen=True, slots=True)
-class Threshold:
-    """``--max-failures``: a count or a percentage that must be strictly exceeded (rule 3)."""
-
-    value: int
-    percent: bool = False
-
-    def exceeded(self, failed: int, total: int) -> bool:
-        """True when ``failed`` out of ``total`` is strictly more than the threshold."""
-        if self.percent:
-            return total > 0 and failed * 100 > self.value * total
-        return failed > self.value
-
-    def __str__(self) -> str:
-        return f"{self.value}%" if self.percent else str(self.value)
+def exceeded(failed: int, total: int, *, value: int, percent: bool) -> bool:
+    """Rule 3: ``failed`` out of ``total`` is strictly more than ``value`` (a count, or a
+    percentage when ``percent``)."""
+    if percent:
+        return total > 0 and failed * 100 > value * total
+    return failed > value
 
 
 def threshold_breach(

@@ -15,6 +15,7 @@ from reloadctl.client.fanout import FanoutOptions, Outcome
 from reloadctl.client.rollout import (
     RolloutPlan,
     Size,
+    Threshold,
     abort_rollout,
     batch_sizes,
     parse_sizes,
@@ -24,7 +25,6 @@ from reloadctl.client.rollout import (
     run_rollout,
 )
 from reloadctl.client.targets import Target
-from reloadctl.client.verdict import Threshold
 from reloadctl.errors import ConfigError
 from reloadctl.proto.messages import ReloadRequest
 from reloadctl.results import FAILED, RELOADED

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from reloadctl.client.fanout import ANSWERED, Outcome
+from reloadctl.client.rollout import Threshold
 from reloadctl.client.targets import Target
 from reloadctl.client.verdict import (
-    Threshold,
     canary_breach,
     exit_code,
     modules_loaded_nowhere,
