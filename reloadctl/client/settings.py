@@ -134,8 +134,8 @@ class TlsFile:
             if not raw:
                 raw = env.get(self.legacy_env, "").strip()
                 if raw and warn is not None:
-                    why = "the agent's is different"
-                    warn(f"{self.legacy_env} is deprecated: use {self.env} ({why})")
+                    agents = self.env.replace("_CLIENT_", "_AGENT_")
+                    warn(f"{self.legacy_env} is deprecated: use {self.env} (agents: {agents})")
         return os.path.abspath(os.path.expanduser(raw)) if raw else None
 
 

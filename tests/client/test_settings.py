@@ -42,7 +42,7 @@ def test_option_then_environment_then_old_name(
     if warned:
         assert lines == [
             f"RELOADCTL_TLS_{name} is deprecated: use RELOADCTL_CLIENT_TLS_{name} "
-            "(the agent's is different)"
+            f"(agents: RELOADCTL_AGENT_TLS_{name})"
         ]
     else:
         assert lines == []

@@ -203,7 +203,7 @@ def test_cli_tls_environment(agents: Callable[..., Agent], pki: Pki) -> None:
     deprecations = [line for line in old.stderr.splitlines() if "deprecated" in line]
     assert deprecations == [
         f"reloadctl: RELOADCTL_TLS_{k} is deprecated: use RELOADCTL_CLIENT_TLS_{k} "
-        "(the agent's is different)"
+        f"(agents: RELOADCTL_AGENT_TLS_{k})"
         for k in ("CA", "CERT", "KEY")
     ]
 
