@@ -25,8 +25,8 @@ Rules:
    ``connect_timeout``. A certificate that does not verify, or a TLS refusal (no or wrong
    client certificate), is ``TargetAuthFailed``. Inside TLS a MAC is not required (TLS
    protects the channel and identifies the agent); an agent that asks for the secret
-   still gets the HMAC handshake. Settings: the ``tls`` argument, else ``RELOADCTL_TLS_CA``,
-   ``RELOADCTL_TLS_CERT``, ``RELOADCTL_TLS_KEY``.
+   still gets the HMAC handshake. Settings: the ``tls`` argument only (the CLI reads its
+   options and environment once, in ``client.settings``).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -75,9 +75,6 @@ MAX_POLL_WAIT_S: Final = 5.0
 SYNC_TIMEOUT_MARGIN_S: Final = 5.0
 #: How long past the caller's deadline one rpyc request may still wait for its answer.
 CALL_MARGIN_S: Final = 0.5
-TLS_CA_ENV: Final = "RELOADCTL_TLS_CA"
-TLS_CERT_ENV: Final = "RELOADCTL_TLS_CERT"
-TLS_KEY_ENV: Final = "RELOADCTL_TLS_KEY"
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,16 +85,6 @@ class TlsSettings:
     ca: str | None = None
     cert: str | None = None
     key: str | None = None
-
-
-def tls_settings(environ: Mapping[str, str] | None = None) -> TlsSettings:
-    """``RELOADCTL_TLS_CA``/``_CERT``/``_KEY`` from the environment (unset: None)."""
-    env = os.environ if environ is None else environ
-    return TlsSettings(
-        ca=env.get(TLS_CA_ENV, "").strip() or None,
-        cert=env.get(TLS_CERT_ENV, "").strip() or None,
-        key=env.get(TLS_KEY_ENV, "").strip() or None,
-    )
 
 
 def client_tls_context(tls: TlsSettings) -> ssl.SSLContext:
@@ -118,7 +105,7 @@ def _tls_reason(exc: BaseException) -> str | None:
     if verify:
         return (
             f"TLS: the agent's certificate does not verify: {verify} (give the CA that "
-            "signed it with --tls-ca or RELOADCTL_TLS_CA)"
+            "signed it with --tls-ca or RELOADCTL_CLIENT_TLS_CA)"
         )
     reason = getattr(exc, "reason", None) or type(exc).__name__
     return f"TLS: {reason}"
@@ -129,7 +116,7 @@ def _connect(addr: Address, connect_timeout: float, tls: TlsSettings | None) -> 
     context = None
     if addr.scheme == "tls":
         try:
-            context = client_tls_context(tls or tls_settings())
+            context = client_tls_context(tls or TlsSettings())
         except OSError as exc:
             reason = _tls_reason(exc) or exc.strerror or str(exc)
             raise TargetUnreachable(f"{where}: cannot load the TLS files: {reason}") from None
@@ -335,7 +322,7 @@ def execute(
         secret: the shared secret, or None (enough for a unix agent without one).
         connect_timeout: seconds for connect + handshake.
         timeout: seconds for the whole call, from now.
-        tls: TLS files for ``tls://`` (default: ``tls_settings()``, from the environment).
+        tls: TLS files for ``tls://`` (default: the system's CAs, no client certificate).
 
     Raises:
         TargetUnreachable, TargetTimeout, TargetAuthFailed, TargetRefused,

@@ -24,6 +24,7 @@ Rules:
 
 from __future__ import annotations
 
+import functools
 import queue
 import threading
 import time
@@ -43,7 +44,6 @@ from reloadctl.results import (
     AUTH_FAILED,
     FAILED,
     NOT_ATTEMPTED,
-    NOT_LOADED,
     REFUSED,
     TIMEOUT,
     UNREACHABLE,
@@ -52,6 +52,7 @@ from reloadctl.results import (
 )
 
 if TYPE_CHECKING:
+    from reloadctl.client.connection import TlsSettings
     from reloadctl.client.targets import Target
     from reloadctl.secrets import Secret
 
@@ -61,7 +62,7 @@ __all__ = [
     "FanoutReport",
     "Outcome",
     "Transport",
-    "modules_loaded_nowhere",
+    "default_transport",
     "run",
     "unanswered",
 ]
@@ -223,7 +224,8 @@ def _error(exc: BaseException) -> ErrorInfo:
     return ErrorInfo(type(exc).__name__, str(exc) or type(exc).__name__)
 
 
-def _default_transport() -> Transport:
+def default_transport(tls: TlsSettings | None = None) -> Transport:
+    """The real transport: ``connection.execute``, with ``tls`` for ``tls://`` targets."""
     # Imported here: connection pulls in rpyc, which --help and `targets` must not pay for.
     # connection imports rpyc lazily, on its first call. rpyc's modules import each other
     # in a cycle, and two worker threads importing them at once hit CPython's import
@@ -235,8 +237,10 @@ def _default_transport() -> Transport:
 
     from reloadctl.client import connection
 
-    execute: Transport = connection.execute
-    return execute
+    if tls is None:
+        execute: Transport = connection.execute
+        return execute
+    return functools.partial(connection.execute, tls=tls)
 
 
 def run(
@@ -255,7 +259,7 @@ def run(
         targets: the selection, in order; outcomes come back in this order too.
         request: a reload, rollback or status request.
         options: concurrency and time bounds (rules 2-4).
-        transport: the call to make per target; default ``connection.execute``.
+        transport: the call to make per target; default ``default_transport()``.
         secret_for: the secret for a target (None: no secret).
         on_outcome: called with each outcome as soon as it is known (rule 5).
         cancel: set it (from any thread, or from ``on_outcome``) to stop scheduling.
@@ -264,7 +268,7 @@ def run(
         A ``FanoutReport`` with one outcome per target (rule 1).
     """
     opts = options or FanoutOptions()
-    call = transport or _default_transport()
+    call = transport or default_transport()
     cancel = cancel or threading.Event()
     started = time.monotonic()
     deadline_at = None if opts.deadline is None else started + opts.deadline
@@ -382,21 +386,3 @@ def run(
         cancelled=cancel.is_set() and not interrupted,
         deadline_hit=deadline_hit,
     )
-
-
-def modules_loaded_nowhere(outcomes: Sequence[Outcome]) -> list[str]:
-    """Requested modules that no target reported loaded, though some target said not_loaded.
-
-    Such a module is usually a typo: its ``not_loaded`` results count as failures. A module
-    for which every target failed to answer is not in this list (nobody could tell).
-    """
-    seen: dict[str, bool] = {}  # module -> some target has it loaded (answered otherwise)
-    for outcome in outcomes:
-        if outcome.status != ANSWERED:
-            continue
-        for r in outcome.results:
-            if r.status == NOT_LOADED:
-                seen.setdefault(r.module, False)
-            else:
-                seen[r.module] = True
-    return [m for m, loaded in seen.items() if not loaded]

@@ -14,7 +14,6 @@ from reloadctl.client.fanout import (
     ANSWERED,
     FanoutOptions,
     Outcome,
-    modules_loaded_nowhere,
     run,
 )
 from reloadctl.client.targets import Target
@@ -29,7 +28,6 @@ from reloadctl.results import (
     AUTH_FAILED,
     FAILED,
     NOT_ATTEMPTED,
-    NOT_LOADED,
     REFUSED,
     RELOADED,
     TIMEOUT,
@@ -299,28 +297,6 @@ def test_ctrl_c_marks_the_rest_not_attempted() -> None:
     assert statuses[1] == TIMEOUT
     assert statuses[3] in (NOT_ATTEMPTED, ANSWERED)
     assert NOT_ATTEMPTED in statuses or statuses[2:] == [ANSWERED, ANSWERED]
-
-
-def test_modules_loaded_nowhere() -> None:
-    t1, t2 = targets(2)
-
-    def outcome(t: Target, *results: tuple[str, str], status: str = ANSWERED) -> Outcome:
-        return Outcome(t, status, tuple(ModuleResult(m, s) for m, s in results))
-
-    assert modules_loaded_nowhere(
-        [
-            outcome(t1, ("a", NOT_LOADED), ("b", NOT_LOADED), ("c", FAILED)),
-            outcome(t2, ("a", RELOADED), ("b", NOT_LOADED), ("c", NOT_LOADED)),
-        ]
-    ) == ["b"]
-    # A target that did not answer says nothing about what is loaded.
-    assert modules_loaded_nowhere(
-        [
-            outcome(t1, ("a", NOT_LOADED)),
-            outcome(t2, ("a", UNREACHABLE), status=UNREACHABLE),
-        ]
-    ) == ["a"]
-    assert modules_loaded_nowhere([outcome(t1, ("a", UNREACHABLE), status=UNREACHABLE)]) == []
 
 
 def test_options_are_validated() -> None:
