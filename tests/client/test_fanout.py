@@ -46,7 +46,7 @@ def test_every_target_gets_one_outcome_in_selection_order() -> None:
     ts = targets(6)
     agents = {
         t.address: FakeAgent(
-            {"shop.pricing": RELOADED, "shop.cart": RELOADED}, delay=0.01 * (6 - i)
+            {"shop.pricing": RELOADED, "shop.cart": RELOADED}, delay=0.05 * (6 - i)
         )
         for i, t in enumerate(ts)
     }
