@@ -4,14 +4,14 @@ Environment variables (all optional):
 
 - ``RELOADCTL_AGENT_LISTEN``: listen address when ``start(listen=None)``; ``1`` (or empty)
   means the default unix socket. Also activates ``reloadctl.agent.auto``. The process whose
-  agent starts from it removes it from ``os.environ`` (``agent.lifecycle`` rule 8).
+  agent starts from it removes it from ``os.environ`` (``agent.lifecycle`` rule 4).
 - ``RELOADCTL_AGENT_ALLOW``: comma-separated fnmatch patterns of reloadable modules.
 - ``RELOADCTL_AGENT_READ_ONLY``: ``1`` refuses reload and rollback (status still works).
 - ``RELOADCTL_AGENT_DISABLE``: ``1`` is the kill switch: ``start()`` returns a disabled
   agent that listens nowhere.
 - ``RELOADCTL_AGENT_MAX_CONNECTIONS``: concurrent connections (default 16).
 - ``RELOADCTL_AGENT_INHERIT``: ``1`` gives the program's worker processes (forked children,
-  multiprocessing children) their own agents; see ``agent.lifecycle`` rule 8.
+  multiprocessing children) their own agents; see ``agent.forks`` rule 3.
 - ``RELOADCTL_AGENT_PROGRAM``: set by inheritance for spawned children: the ``prog`` of
   their socket names while their own ``sys.argv`` says only ``-c``.
 - ``RELOADCTL_SECRET_FILE`` / ``RELOADCTL_SECRET``: see ``reloadctl.secrets``.

@@ -95,9 +95,9 @@ def start(
         allow: fnmatch patterns of modules that may be reloaded (default: all).
         read_only: refuse reload and rollback (default: ``RELOADCTL_AGENT_READ_ONLY``).
         tls_cert, tls_key: PEM certificate chain and key for ``tls://`` (default:
-            ``RELOADCTL_TLS_CERT``, ``RELOADCTL_TLS_KEY``).
+            ``RELOADCTL_AGENT_TLS_CERT``, ``RELOADCTL_AGENT_TLS_KEY``).
         tls_ca: PEM CA bundle; when set, clients must present a certificate it signed
-            (default: ``RELOADCTL_TLS_CA``). Mutual TLS may replace the secret.
+            (default: ``RELOADCTL_AGENT_TLS_CA``). Mutual TLS may replace the secret.
         inherit: worker processes (forked, multiprocessing) get their own agents
             (``agent.forks`` rule 3; default: ``RELOADCTL_AGENT_INHERIT``).
         loop: an asyncio event loop to run every reload and rollback on
