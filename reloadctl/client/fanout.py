@@ -17,18 +17,22 @@ Rules:
 4. Cancelling (the ``cancel`` event, ``--fail-fast``, or Ctrl-C in the calling thread) stops
    scheduling: targets not started are ``not_attempted``; in-flight targets get up to
    ``interrupt_grace`` seconds to finish, then are ``timeout``. A second Ctrl-C stops
-   waiting at once.
+   waiting at once. While ``run`` runs in the main thread, Ctrl-C is counted by a signal
+   handler instead of raised, so it can arrive anywhere (in ``on_outcome``, while a target
+   is being scheduled) without losing the records of targets that already answered.
 5. ``on_outcome`` is called in the thread that called ``run`` (never in a worker), in
    completion order, as soon as each outcome is known; worker threads never print.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import queue
+import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Protocol
 
@@ -243,6 +247,28 @@ def default_transport(tls: TlsSettings | None = None) -> Transport:
     return functools.partial(connection.execute, tls=tls)
 
 
+@contextlib.contextmanager
+def _counted_interrupts() -> Iterator[list[int]]:
+    """Count Ctrl-C presses (rule 4) instead of raising, in the main thread, while open.
+
+    Where SIGINT is not Python's default (ignored, or the program's own handler) or this is
+    not the main thread, nothing is installed and a ``KeyboardInterrupt`` is still handled
+    where ``run`` waits.
+    """
+    presses: list[int] = []
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield presses
+        return
+    signal.signal(signal.SIGINT, lambda signum, _frame: presses.append(signum))
+    try:
+        yield presses
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def run(
     targets: Sequence[Target],
     request: Request,
@@ -333,53 +359,63 @@ def run(
             error = ErrorInfo("TargetTimeout" if status == TIMEOUT else "NotAttempted", message)
             finish(index, unanswered(targets[index], request, status, error, time.monotonic()))
 
-    try:
-        while pending or inflight:
-            stopping = cancel.is_set() or interrupted
-            if stopping and pending:
-                why = "interrupted" if interrupted else "the run was stopped before this target"
-                abandon(pending, NOT_ATTEMPTED, why)
-                pending.clear()
-            while pending and len(inflight) < opts.parallel and not cancel.is_set():
-                start(pending.pop())
-            if not inflight:
-                continue
-            now = time.monotonic()
-            if stopping and stop_waiting_at is None:
-                stop_waiting_at = now + opts.interrupt_grace
-            wake = min(inflight.values())
-            if deadline_at is not None:
-                wake = min(wake, deadline_at)
-            if stop_waiting_at is not None:
-                wake = min(wake, stop_waiting_at)
-            try:
-                index, outcome = results.get(timeout=max(0.0, min(wake - now, _POLL_S)))
-            except queue.Empty:
-                pass
-            except KeyboardInterrupt:
-                if interrupted:  # the second Ctrl-C: stop waiting for anyone
-                    stop_waiting_at = time.monotonic()
-                interrupted = True
-                cancel.set()
-            else:
-                idle += 1
-                if index in inflight:  # else it was already given up on: drop the late answer
-                    finish(index, outcome)
-            now = time.monotonic()
-            if deadline_at is not None and now >= deadline_at:
-                deadline_hit = True
-                why = f"the global deadline of {opts.deadline:g}s passed"
-                abandon(list(inflight), TIMEOUT, why)
-                abandon(pending, NOT_ATTEMPTED, why)
-                pending.clear()
-            elif stop_waiting_at is not None and now >= stop_waiting_at:
-                abandon(list(inflight), TIMEOUT, "no answer before the run was stopped")
-            else:
-                late = [i for i, due in inflight.items() if now >= due]
-                abandon(late, TIMEOUT, "no answer within the connect and operation timeouts")
-    finally:
-        for _ in range(workers):  # one each: a worker still in an abandoned call ends after it
-            work.put(None)
+    def interrupt() -> None:
+        nonlocal interrupted, stop_waiting_at
+        if interrupted:  # the second Ctrl-C: stop waiting for anyone
+            stop_waiting_at = time.monotonic()
+        interrupted = True
+        cancel.set()
+
+    handled = 0  # Ctrl-C presses acted on
+    with _counted_interrupts() as presses:
+        try:
+            while pending or inflight:
+                while handled < len(presses):
+                    handled += 1
+                    interrupt()
+                stopping = cancel.is_set() or interrupted
+                if stopping and pending:
+                    why = "interrupted" if interrupted else "the run was stopped before this target"
+                    abandon(pending, NOT_ATTEMPTED, why)
+                    pending.clear()
+                while pending and len(inflight) < opts.parallel and not cancel.is_set():
+                    start(pending.pop())
+                if not inflight:
+                    continue
+                now = time.monotonic()
+                if stopping and stop_waiting_at is None:
+                    stop_waiting_at = now + opts.interrupt_grace
+                wake = min(inflight.values())
+                if deadline_at is not None:
+                    wake = min(wake, deadline_at)
+                if stop_waiting_at is not None:
+                    wake = min(wake, stop_waiting_at)
+                try:
+                    index, outcome = results.get(timeout=max(0.0, min(wake - now, _POLL_S)))
+                except queue.Empty:
+                    pass
+                except KeyboardInterrupt:
+                    interrupt()
+                else:
+                    idle += 1
+                    if index in inflight:  # else it was already given up on: drop the late answer
+                        finish(index, outcome)
+                now = time.monotonic()
+                if deadline_at is not None and now >= deadline_at:
+                    deadline_hit = True
+                    why = f"the global deadline of {opts.deadline:g}s passed"
+                    abandon(list(inflight), TIMEOUT, why)
+                    abandon(pending, NOT_ATTEMPTED, why)
+                    pending.clear()
+                elif stop_waiting_at is not None and now >= stop_waiting_at:
+                    abandon(list(inflight), TIMEOUT, "no answer before the run was stopped")
+                else:
+                    late = [i for i, due in inflight.items() if now >= due]
+                    abandon(late, TIMEOUT, "no answer within the connect and operation timeouts")
+        finally:
+            for _ in range(workers):  # one each: a worker still in an abandoned call ends after it
+                work.put(None)
+        interrupted = interrupted or handled < len(presses)  # pressed as the last one answered
     return FanoutReport(
         outcomes=tuple(done[i] for i in range(len(targets))),
         interrupted=interrupted,

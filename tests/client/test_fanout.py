@@ -299,6 +299,28 @@ def test_ctrl_c_marks_the_rest_not_attempted() -> None:
     assert NOT_ATTEMPTED in statuses or statuses[2:] == [ANSWERED, ANSWERED]
 
 
+def test_ctrl_c_while_an_outcome_is_handled_keeps_the_records() -> None:
+    """A Ctrl-C that lands outside the wait (here: in on_outcome, where the CLI prints) is
+    counted, not raised: the answered target keeps its record, the rest are not_attempted."""
+    ts = targets(3)
+    agents = {t.address: FakeAgent({"m": RELOADED}, delay=0.05 * i) for i, t in enumerate(ts)}
+
+    def press_ctrl_c(outcome: Outcome) -> None:
+        if outcome.target is ts[0]:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    report = run(
+        ts,
+        ReloadRequest(("m",)),
+        options=FanoutOptions(parallel=1, interrupt_grace=0.3),
+        transport=FakeTransport(agents),
+        on_outcome=press_ctrl_c,
+    )
+    assert report.interrupted
+    assert [o.status for o in report.outcomes] == [ANSWERED, NOT_ATTEMPTED, NOT_ATTEMPTED]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 def test_options_are_validated() -> None:
     with pytest.raises(ValueError, match="parallel"):
         FanoutOptions(parallel=0)
