@@ -175,9 +175,11 @@ def failure_text(result: ModuleResult) -> str:
     if error is None:
         return "unknown error"
     message = error.message
+    if error.type == "RolledBack":
+        return message  # "rolled back: m failed (...) in the same batch"
     where = ""
     matches = _FILE_LINE.findall(error.traceback)
-    if matches and error.type != "RolledBack":
+    if matches:
         path, line = matches[-1]
         where = f"{path}:{line}: "
         if error.type in {"SyntaxError", "IndentationError", "TabError"}:
