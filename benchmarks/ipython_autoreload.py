@@ -20,6 +20,7 @@ benchmarks/ipython_autoreload.py [--cells N] [--reloads N]
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import json
 import os
@@ -196,17 +197,22 @@ def main() -> int:
             text = source(version)
             for path in paths.values():
                 write(path, text, tick)
+            # each timed step starts without the garbage of the previous one
+            gc.collect()
             start = time.perf_counter()
             ipython_ext.superreload(mods["r_super"], importlib.reload, old_objects)
             times["r_super"].append(time.perf_counter() - start)
+            gc.collect()
             start = time.perf_counter()
             (result,) = reload_modules(["r_ours"])
             times["r_ours"].append(time.perf_counter() - start)
             assert result.status == "reloaded", result
+            gc.collect()
             start = time.perf_counter()
             theirs.pre_run_cell(info)
             theirs.post_execute_hook()
             times["r_cell_ip"].append(time.perf_counter() - start)
+            gc.collect()
             start = time.perf_counter()
             ours.pre_run_cell(info)
             ours.post_execute_hook()
@@ -228,15 +234,16 @@ def main() -> int:
             f"{med['r_cell_ours'] / med['r_cell_ip']:.3f}x IPython",
         ),
     ]
+    import IPython
+
     print(
-        f"IPython {ipython_ext.__name__.split('.')[0]} autoreload vs reloadctl.ipython "
+        f"IPython {IPython.__version__} autoreload vs reloadctl.ipython "
         f"(median; {args.cells} cells per block, {args.reloads} reloads)"
     )
     print(f"{'case':40} {'median':>10}  note")
     for name, value, note in rows:
         print(f"{name:40} {value:10.1f}  {note}")
     ok = o_a <= TARGET_CHECK * t_a and o_b <= TARGET_CHECK * t_b and ratio_reload < TARGET_RELOAD
-    import IPython
 
     out.update(
         {
