@@ -9,8 +9,10 @@ import logging
 import sys
 
 from IPython.core import magic_arguments
+from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
 
+from reloadctl.errors import ReloadctlError
 from reloadctl.ipython.imports import track_imports
 from reloadctl.ipython.reloader import LOG, ModuleReloader, _quiet
 
@@ -38,7 +40,7 @@ class AutoreloadMagics(Magics):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._reloader = ModuleReloader(getattr(self.shell, "user_ns", None))
+        self._reloader = ModuleReloader(self.shell)
         self._reloader.check_all = False
         self._reloader.autoload_obj = False
         self._last_cell: str | None = None
@@ -100,6 +102,7 @@ class AutoreloadMagics(Magics):
             return
         named = _MODES.get(mode)
         if named is None:
+            # a ValueError, as IPython's own %autoreload raises (its tests rely on it)
             raise ValueError(f'Unrecognized autoreload mode "{mode}".')
         reloader.enabled = named != "off"
         if named != "off":
@@ -180,7 +183,11 @@ class ReloadctlMagics(Magics):
         if command == "agent" and len(words) <= 2:
             import reloadctl.agent
 
-            self._agent = reloadctl.agent.start(words[1] if len(words) == 2 else None)
+            try:
+                self._agent = reloadctl.agent.start(words[1] if len(words) == 2 else None)
+            except ReloadctlError as exc:  # bad address, TCP without a secret, busy port...
+                # IPython shows a UsageError as one line (its exact type, not a subclass)
+                raise UsageError(f"reloadctl agent: {exc}") from exc
             print(f"reloadctl agent listening at {self._agent.address}")
         elif command == "stop" and len(words) == 1:
             if self._agent is not None:
@@ -192,7 +199,7 @@ class ReloadctlMagics(Magics):
         elif command == "status" and len(words) == 1:
             print("\n".join(status_lines(self._agent, self._autoreload)))
         else:
-            raise ValueError(f"usage: %reloadctl agent [ADDR] | status | stop (got {line!r})")
+            raise UsageError(f"usage: %reloadctl agent [ADDR] | status | stop (got {line!r})")
 
 
 def status_lines(agent: Agent | None, autoreload: AutoreloadMagics | None) -> list[str]:

@@ -59,7 +59,7 @@ class ModuleReloader:
         hide_errors: no failure lines (``--hide-errors``).
     """
 
-    def __init__(self, user_ns: MutableMapping[str, Any] | None = None) -> None:
+    def __init__(self, shell: Any = None) -> None:
         self.enabled = False
         self.check_all = True
         self.autoload_obj = False
@@ -68,7 +68,9 @@ class ModuleReloader:
         self.skip_modules: dict[str, bool] = {}
         self.failed: dict[str, str] = {}
         self.import_from_tracker = ImportFromTracker()
-        self.user_ns = user_ns
+        #: the shell whose ``user_ns`` mode 3 updates (read at each reload: ``%reset`` may
+        #: give it a new one)
+        self.shell = shell
         self._report: Callable[[str], None] = _quiet
         #: reloads asked for and not applied yet (rule 2)
         self._pending: set[str] = set()
@@ -148,8 +150,9 @@ class ModuleReloader:
                     self.stamps.forget(result.module)
             self._report_result(result)
         reloaded = any(result.status == RELOADED for result in results)
-        if snapshot is not None and self.user_ns is not None and reloaded:
-            rebound = snapshot.apply(self.user_ns)
+        user_ns: MutableMapping[str, Any] | None = getattr(self.shell, "user_ns", None)
+        if snapshot is not None and user_ns is not None and reloaded:
+            rebound = snapshot.apply(user_ns)
             if rebound:
                 self._report(f"  user namespace: {_names(rebound)}")
         return results

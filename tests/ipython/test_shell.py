@@ -213,3 +213,45 @@ def test_site_packages_are_not_watched_unless_aimported(workdir: Path) -> None:
     )
     assert "watched False False" in out
     assert "marked True" in out
+
+
+def test_reloadctl_magic_starts_reports_and_stops_the_agent(workdir: Path) -> None:
+    sockets = repr(f"{workdir}/reloadctl/*.sock")
+    out, err = run_ipython(
+        workdir,
+        [
+            "%load_ext reloadctl.ipython",
+            "%reloadctl agent",
+            f"import glob; print('sockets', len(glob.glob({sockets})))",
+            "%reloadctl status",
+            "%reloadctl stop",
+            f"print('after stop', len(glob.glob({sockets})))",
+            "%reloadctl agent tcp://127.0.0.1:0",
+            "%reloadctl frobnicate",
+        ],
+    )
+    assert f"reloadctl agent listening at unix://{workdir}/reloadctl/" in out
+    assert "sockets 1" in out
+    assert "agent: unix://" in out and "autoreload: off" in out
+    assert "after stop 0" in out
+    # bad lines are one-line usage errors, not tracebacks
+    assert "UsageError: reloadctl agent: refusing to listen on tcp://127.0.0.1:0" in out + err
+    assert "UsageError: usage: %reloadctl agent [ADDR] | status | stop" in out + err
+    assert "Traceback" not in out + err
+
+
+def test_unload_stops_checking(workdir: Path) -> None:
+    mod = workdir / "late.py"
+    mod.write_text("V = 1\n")
+    out, _ = run_ipython(
+        workdir,
+        [
+            "%load_ext reloadctl.ipython",
+            "%autoreload 2",
+            "import late",
+            "%unload_ext reloadctl.ipython",
+            write(mod, "V = 2\n"),
+            "print('value', late.V)",
+        ],
+    )
+    assert "value 1" in out

@@ -18,6 +18,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import IPython
 import pytest
 
 import reloadctl.ipython
@@ -28,6 +29,11 @@ TARGET = "IPython.extensions.autoreload"
 
 #: test name -> why it cannot apply to reloadctl.ipython
 NOT_APPLICABLE: dict[str, str] = {}
+
+if IPython.version_info[:3] != (9, 18, 1):
+    # the suite is the release's own: with another IPython (Python 3.10 gets IPython 8 from
+    # the ranges) its fixtures do not match the installed IPython. constraints.txt pins 9.18.1.
+    collect_ignore = [SUITE.name]
 
 if hashlib.sha256(SUITE.read_bytes()).hexdigest() != SUITE_SHA256:
     raise RuntimeError(f"{SUITE} differs from IPython 9.18.1's test_zzz_autoreload.py")
