@@ -238,6 +238,10 @@ def _patched_modules() -> list[Any]:
     # The engine is imported by a first reload; before that nothing can have been patched.
     if "reloadctl.agent.engine" not in sys.modules:
         return []
-    from reloadctl.agent.engine import patched_modules
+    import reloadctl.agent
 
-    return list(patched_modules())
+    try:  # the agent's public API, where it offers it
+        listing = reloadctl.agent.patched_modules
+    except AttributeError:  # the engine's public function otherwise
+        from reloadctl.agent.engine import patched_modules as listing
+    return list(listing())
