@@ -47,7 +47,13 @@ class Kernel:
         specs = KernelSpecManager(
             kernel_dirs=[str(workdir / "kernels")], ensure_native_kernel=False
         )
-        self.manager = KernelManager(kernel_name="reloadctl-test", kernel_spec_manager=specs)
+        # unix sockets (ipc) rather than TCP ports: nothing listens on the network
+        self.manager = KernelManager(
+            kernel_name="reloadctl-test",
+            kernel_spec_manager=specs,
+            transport="ipc",
+            ip=str(workdir / "jupyter" / "kernel-ipc"),
+        )
         self.manager.connection_file = str(workdir / "jupyter" / "kernel.json")
         self.manager.start_kernel(env=self.env, cwd=str(workdir))
         self.client = self.manager.blocking_client()
