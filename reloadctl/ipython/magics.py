@@ -97,6 +97,7 @@ class AutoreloadMagics(Magics):
         else:
             reloader._report = _quiet
         reloader.hide_errors = args.hide_errors
+        reloader.log_failures = args.log
         if mode in {"", "now"}:
             reloader.check(check_all=True)
             return

@@ -12,7 +12,8 @@ Rules:
    Type: message]``, and changes nothing; the same files are not tried again until one of
    the watched files is saved again (no line on every cell).
 4. ``_report`` (``--print``/``--log``) gets ``Reloading 'm'.`` for each module of the call,
-   then what was patched and every warning.
+   then what was patched and every warning; with ``--log`` failure lines are also logged
+   (WARNING).
 """
 
 from __future__ import annotations
@@ -64,6 +65,8 @@ class ModuleReloader:
         self.check_all = True
         self.autoload_obj = False
         self.hide_errors = False
+        #: also log failure lines to the ``autoreload`` logger (``--log``)
+        self.log_failures = False
         self.modules: dict[str, bool] = {}
         self.skip_modules: dict[str, bool] = {}
         self.failed: dict[str, str] = {}
@@ -137,13 +140,10 @@ class ModuleReloader:
                 self._pending.add(result.module)
                 line = f"[autoreload of {result.module} failed: {failure_text(result)}]"
                 self.failed[result.module] = line
-                if not self.hide_errors:
-                    print(line, file=sys.stderr)
+                self._show_failure(line)
             elif result.status == REFUSED:
-                assert result.error is not None
-                line = f"[autoreload of {result.module} refused: {result.error.message}]"
-                if not self.hide_errors:
-                    print(line, file=sys.stderr)
+                reason = result.error.message if result.error is not None else "refused"
+                self._show_failure(f"[autoreload of {result.module} refused: {reason}]")
             else:
                 self.failed.pop(result.module, None)
                 if result.status == NOT_LOADED:
@@ -157,11 +157,16 @@ class ModuleReloader:
                 self._report(f"  user namespace: {_names(rebound)}")
         return results
 
+    def _show_failure(self, line: str) -> None:
+        if not self.hide_errors:
+            print(line, file=sys.stderr)
+        if self.log_failures:
+            LOG.warning("%s", line)
+
     def _report_result(self, result: ModuleResult) -> None:
-        if self._report is _quiet:
-            return
-        if result.status != RELOADED:
-            self._report(f"  {result.module}: {result.status}")
+        # "unchanged" adds nothing to "Reloading 'm'." (IPython prints that line alone);
+        # failures have their own line on stderr, and a record with --log
+        if self._report is _quiet or result.status != RELOADED:
             return
         kinds: dict[str, list[str]] = {}
         for action in result.actions:

@@ -255,3 +255,27 @@ def test_unload_stops_checking(workdir: Path) -> None:
         ],
     )
     assert "value 1" in out
+
+
+def test_log_records_reloads_and_failures_in_the_autoreload_logger(workdir: Path) -> None:
+    mod = workdir / "logged.py"
+    mod.write_text("def f():\n    return 1\n")
+    out, err = run_ipython(
+        workdir,
+        [
+            "import logging, sys; logging.basicConfig(stream=sys.stdout, level=logging.INFO, "
+            "format='LOG %(name)s %(levelname)s %(message)s')",
+            "%load_ext reloadctl.ipython",
+            "%autoreload 2 --log --hide-errors",
+            "import logged",
+            write(mod, "def f():\n    return 2\n"),
+            "print('v', logged.f())",
+            write(mod, "def f(:\n"),
+            "print('v', logged.f())",
+        ],
+    )
+    assert "LOG autoreload INFO Reloading 'logged'." in out
+    assert "LOG autoreload INFO   logged: patched logged.f" in out
+    assert "LOG autoreload WARNING [autoreload of logged failed: " in out
+    assert "v 2" in out and out.count("v 2") == 2
+    assert "[autoreload of" not in err  # --hide-errors: the log only
