@@ -6,11 +6,13 @@ Rules:
    dependents' from-imports and the user namespace follows its from-imports
    (``reloadctl.ipython.imports``). ``skip_modules`` are never reloaded.
 2. Every module whose file changed is reloaded in ONE ``reload_modules`` call (dependency
-   order, one transaction), together with the modules of an earlier failed call, which
-   were left as they were: a fix saved in one file completes the whole earlier change.
+   order, one transaction). The modules of a failed call were left as they were: when a
+   file of one of them is saved again, the whole failed call is retried with the new
+   changes, so a fix saved in one file completes the earlier change; a save of an
+   unrelated file reloads that file alone.
 3. A failure prints one line per module on stderr, ``[autoreload of m failed: file:line:
-   Type: message]``, and changes nothing; the same files are not tried again until one of
-   the watched files is saved again (no line on every cell).
+   Type: message]``, and changes nothing; it is not tried again until one of its modules'
+   files is saved again (no line on every cell).
 4. ``_report`` (``--print``/``--log``) gets ``Reloading 'm'.`` for each module of the call,
    then what was patched and every warning; with ``--log`` failure lines are also logged
    (WARNING).
@@ -121,9 +123,11 @@ class ModuleReloader:
         changed = self.stamps.changed(only, self.skip_modules)
         if not changed or not do_reload:
             return []
-        names = changed + sorted(
-            name for name in self._pending - set(changed) if name not in self.skip_modules
-        )
+        names = changed
+        if self._pending.intersection(changed):  # a file of the failed step was saved again
+            names = changed + sorted(
+                name for name in self._pending - set(changed) if name not in self.skip_modules
+            )
         return self.reload(names)
 
     def reload(self, names: Sequence[str]) -> list[ModuleResult]:

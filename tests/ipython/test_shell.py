@@ -279,3 +279,29 @@ def test_log_records_reloads_and_failures_in_the_autoreload_logger(workdir: Path
     assert "LOG autoreload WARNING [autoreload of logged failed: " in out
     assert "v 2" in out and out.count("v 2") == 2
     assert "[autoreload of" not in err  # --hide-errors: the log only
+
+
+def test_a_failed_step_waits_for_its_own_files_and_an_unrelated_save_still_applies(
+    workdir: Path,
+) -> None:
+    (workdir / "a.py").write_text("X = 1\n")
+    (workdir / "b.py").write_text("Y = 1\n")
+    (workdir / "c.py").write_text("Z = 1\n")
+    out, err = run_ipython(
+        workdir,
+        [
+            "%load_ext reloadctl.ipython",
+            "%autoreload 2",
+            "import a, b, c",
+            write(workdir / "a.py", "X = 2\n") + ";" + write(workdir / "b.py", "Y = (\n"),
+            "print('step', a.X, b.Y, c.Z)",
+            write(workdir / "c.py", "Z = 2\n"),
+            "print('unrelated', a.X, b.Y, c.Z)",
+            write(workdir / "b.py", "Y = 2\n"),
+            "print('fixed', a.X, b.Y, c.Z)",
+        ],
+    )
+    assert "step 1 1 1" in out
+    assert "unrelated 1 1 2" in out  # c applied alone; a and b wait for their files
+    assert "fixed 2 2 2" in out  # saving b retried the whole failed step
+    assert (out + err).count("[autoreload of b failed:") == 1
