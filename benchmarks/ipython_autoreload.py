@@ -134,6 +134,9 @@ def main() -> int:
     from reloadctl.agent import reload_modules
     from reloadctl.ipython.magics import AutoreloadMagics
 
+    # the shell's profile and history go to a scratch directory, not ~/.ipython
+    ipython_dir = tempfile.TemporaryDirectory(prefix="rl_ipydir_")
+    os.environ["IPYTHONDIR"] = ipython_dir.name
     shell = InteractiveShell.instance()
     info = ExecutionInfo(
         raw_cell="x = 1",
@@ -222,6 +225,8 @@ def main() -> int:
             assert func(1) == 2 * v and obj.meth_1(1) == 1 + 1 + v, (name, func(1))
         sys.path.remove(tmp)
 
+    shell.history_manager.end_session()
+    ipython_dir.cleanup()
     med = {k: statistics.median(v) for k, v in times.items()}
     ratio_reload = med["r_ours"] / med["r_super"]
     rows += [
