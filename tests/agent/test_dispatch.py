@@ -96,6 +96,9 @@ def test_loop_option_runs_every_swap_on_the_event_loop(
 
     watcher = asyncio.run_coroutine_threadsafe(watch(), service_loop)
     try:
+        deadline = time.monotonic() + 10
+        while not seen and time.monotonic() < deadline:  # the watcher saw version 1 first
+            time.sleep(0.01)
         _edit(path, "A = 1\nB = 1", "A = 2\nB = 2")
         result = _reload(agent.address, name)
         assert result.status == "reloaded", result
