@@ -50,11 +50,15 @@ class InventoryError(ConfigError):
     """The inventory file is malformed or names an unknown group."""
 
 
+class UsageError(ConfigError):
+    """The command line asks for something that cannot be done (the CLI exits 2)."""
+
+
 class PushError(ConfigError):
     """What ``--push`` should ship cannot be collected: unreadable, changing, too large."""
 
 
-class PushSourceNotFound(PushError):
+class PushSourceNotFound(PushError, UsageError):
     """A module named for ``--push`` has no file under the roots (a usage error)."""
 
 

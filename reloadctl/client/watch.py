@@ -1,7 +1,8 @@
-"""Watch source trees and turn saved ``.py`` files into batches of dotted module names.
+"""Watch source trees and turn each batch of saved ``.py`` files into one reload fan-out.
 
-Used by ``reloadctl watch PATH...``: each debounced batch of saved files becomes one call of
-``on_change(["pkg", "pkg.sub"])``, which the CLI turns into one reload fan-out.
+``reloadctl watch PATH...``: each debounced batch of saved files becomes one call of
+``on_change(["pkg", "pkg.sub"])`` (``watch_modules``), which ``watch_paths`` turns into one
+reload (``client.run``) of those modules on every selected target.
 
 Rules:
 1. Every watched directory stands for a ``sys.path`` entry, as on ``PYTHONPATH``; a watched
@@ -15,19 +16,28 @@ Rules:
    (``__pycache__``, ``.git``, editor swap files: watchfiles' ``DefaultFilter``) are ignored.
 4. watchfiles is an optional extra (``reloadctl[watch]``), imported only when watching
    starts; without it ``watch_modules`` raises ``ConfigError`` saying how to install it.
+5. ``watch_paths(push=True)`` ships the saved modules' source (``client.push``) found under
+   the watched paths' import roots; a save that cannot be read or does not compile with
+   this Python is reported and not sent (that batch counts as failed; watching goes on).
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final, TextIO
 
-from reloadctl.errors import ConfigError
+from reloadctl.errors import ConfigError, UsageError
 
-__all__ = ["INSTALL_HINT", "module_name_for", "modules_for_changes", "watch_modules"]
+if TYPE_CHECKING:
+    from reloadctl.client.fanout import Transport
+    from reloadctl.client.settings import Choice, Settings
+
+__all__ = ["INSTALL_HINT", "module_name_for", "modules_for_changes", "watch_modules", "watch_paths"]
 
 logger = logging.getLogger(__name__)
 
@@ -166,3 +176,77 @@ def watch_modules(
         names = modules_for_changes(changes, roots)
         if names:
             on_change(names)
+
+
+def watch_paths(
+    s: Settings,
+    choice: Choice,
+    paths: Sequence[Path],
+    *,
+    push: bool = False,
+    transport: Transport | None = None,
+    err: TextIO | None = None,
+) -> int:
+    """``watch``: reload (with ``push``: ship, rule 5) the modules of each batch of saved
+    files under ``paths`` on the selected targets until Ctrl-C; the exit code is the last
+    batch's, or ``INTERRUPTED``.
+
+    Raises:
+        UsageError: a path does not exist (and ``client.run`` rule 1's selection errors).
+        ConfigError: watchfiles is not installed, a secret cannot be loaded.
+    """
+    import importlib.util
+
+    from reloadctl.client import verdict
+    from reloadctl.client.run import fanout_options, run_request, secrets_for, select
+    from reloadctl.proto.messages import ReloadRequest
+
+    err = err or sys.stderr
+    if importlib.util.find_spec("watchfiles") is None:
+        raise ConfigError(INSTALL_HINT)
+    for p in paths:
+        if not p.exists():
+            raise UsageError(f"{p} does not exist")
+    selection = select(s, choice)
+    timeout = fanout_options(s).timeout
+    secret_for = secrets_for(s, selection.targets)
+    last: list[int] = [verdict.ExitCode.OK]
+
+    def warn(message: str) -> None:
+        err.write(f"reloadctl: {message}\n")
+        err.flush()
+
+    def on_change(modules: list[str]) -> None:
+        if not modules:
+            return
+        if not s.quiet:
+            warn(f"changed: {', '.join(modules)}")
+        request = ReloadRequest(tuple(modules), deadline_s=timeout)
+        if push:
+            from reloadctl.client.push import watched_push
+
+            pushed = watched_push(modules, paths, warn)
+            if pushed is None:
+                last[0] = verdict.ExitCode.FAILED
+                return
+            request = replace(request, push=pushed.files, push_trees=pushed.trees)
+        last[0] = run_request(
+            s,
+            selection.targets,
+            request,
+            kind="modules",
+            secret_for=secret_for,
+            transport=transport,
+            err=err,
+        )
+
+    if not s.quiet:
+        from reloadctl.client.render import plural
+
+        n = len(selection.targets)
+        warn(f"watching {', '.join(map(str, paths))} for {plural(n, 'target')}")
+    try:
+        watch_modules(paths, on_change)
+    except KeyboardInterrupt:
+        return verdict.ExitCode.INTERRUPTED
+    return last[0]

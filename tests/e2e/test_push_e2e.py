@@ -123,6 +123,21 @@ class Worker:
             return {}
         return data
 
+    def fresh(self) -> dict[str, Any]:
+        """A report computed wholly after this call: the worker computes one while the
+        agent works, so the file may still hold what it saw just before the job ended."""
+        out = self.home / "out.json"
+        seen = [out.stat().st_mtime_ns]
+
+        def written_again() -> bool:
+            now = out.stat().st_mtime_ns
+            if now != seen[-1]:
+                seen.append(now)
+            return len(seen) >= 3  # the second write after the call began after it
+
+        wait_for(f"worker {self.proc.pid}: a fresh report", written_again)
+        return self.report()
+
     def wait(self, what: str, test: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
         wait_for(f"worker {self.proc.pid}: {what}", lambda: test(self.report()))
         return self.report()
@@ -295,7 +310,7 @@ def test_dry_run_applies_nothing(setup: Setup) -> None:
     core = next(r for r in records if r["module"] == "pushdemo.core")
     assert core["status"] == "reloaded"
     assert any(a["name"] == "pushdemo.core.version" for a in core["actions"])
-    report = w.report()
+    report = w.fresh()
     assert report["value"] == "1" and report["helpers"] is False and report["old"] is True
     assert patched(setup.cli("status", "-H", w.address, "-o", "ndjson")) == {}
 
@@ -520,8 +535,7 @@ def test_a_tampered_or_truncated_push_is_rejected_by_the_mac(setup: Setup, how: 
     records, summary = ndjson(result)
     assert "reloaded" not in summary, records
     assert "MAC does not verify" in json.dumps(records) or "rejected" in json.dumps(records)
-    time.sleep(0.2)
-    report = w.report()
+    report = w.fresh()
     assert report["value"] == "1" and report["helpers"] is False
     direct = setup.cli(
         "status", "-H", w.address, "-o", "ndjson", env={"RELOADCTL_SECRET_FILE": str(secret_file)}
