@@ -41,6 +41,15 @@ def test_plain_start_returns_whatever_agent_runs(runtime_dir: Path) -> None:
         start(tls_cert="/etc/reloadctl/agent.pem", tls_key="/etc/reloadctl/agent.key")
 
 
+def test_accept_push_is_compared_like_every_setting(runtime_dir: Path) -> None:
+    first = start(accept_push=True)
+    assert start() is first and start(accept_push=True) is first
+    with pytest.raises(AgentAlreadyRunning, match="accept_push"):
+        start(accept_push="write")
+    with pytest.raises(AgentAlreadyRunning, match="accept_push"):
+        start(accept_push=False)
+
+
 def test_tcp_without_secret_is_refused_at_start(runtime_dir: Path) -> None:
     with pytest.raises(SecretError, match="RELOADCTL_SECRET_FILE"):
         start("tcp://127.0.0.1:0")
