@@ -1,13 +1,14 @@
 """The msgpack codec for every message in ``proto.messages``: versioned envelope, exact schemas.
 
 Rules:
-1. A message on the wire is ``msgpack({"v": 1, "t": <tag>, "b": <body>})``; ``<tag>`` comes
-   from ``TAGS`` ({MessageType: tag}) and ``<body>`` is a map with exactly the fields of
-   that dataclass, in any order. Nested values (``ModuleResult``, ``ErrorInfo``, ``Action``,
-   ``PatchedModule``) are maps with exactly their fields; tuples are arrays.
+1. A message on the wire is ``msgpack({"v": <version>, "t": <tag>, "b": <body>})``;
+   ``<tag>`` comes from ``TAGS`` ({MessageType: tag}) and ``<body>`` is a map with exactly
+   the fields that version's schema gives that dataclass, in any order. Nested values
+   (``ModuleResult``, ``ErrorInfo``, ``Action``, ``PatchedModule``) are maps with exactly
+   their fields; tuples are arrays.
 2. Decoding is strict: the input must be ``bytes`` of at most ``MAX_MESSAGE_BYTES``; one
-   msgpack object, no trailing bytes; ``v`` must equal ``VERSION`` (no fallback, no
-   downgrade); unknown tags, missing or extra keys, and wrong types are rejected. A bool is
+   msgpack object, no trailing bytes; ``v`` must be one of ``VERSIONS`` (an int, not a
+   bool); unknown tags, missing or extra keys, and wrong types are rejected. A bool is
    never an int, an int is accepted where a float is expected, floats must be finite.
 3. Value rules: statuses are ``ENGINE_STATUSES``, ``ErrorReply.code`` is one of
    ``ERROR_CODES``, counts/cursors/pids are non-negative ints, deadlines are positive, a
@@ -17,6 +18,13 @@ Rules:
    both ways, so we never emit what we would reject).
 5. ``decode_request`` / ``decode_reply`` additionally enforce the direction: an agent only
    accepts requests, a client only accepts replies.
+6. Versions: protocol 1 is exactly the original protocol; protocol 2 adds the fields in
+   ``V2_FIELDS`` (the submit wait and verify). A protocol-1 body has none of them and
+   decodes to their defaults; a message whose new fields are not at their defaults cannot
+   be encoded as protocol 1 (``LocalProtocolError``: the request is not expressible there).
+   An agent answers in the version of the request; an envelope version it does not speak
+   gets ``unsupported protocol version V (this side speaks 1, 2)``, which
+   ``spoken_versions`` reads back (a protocol-1 agent says ``(this side speaks 1)``).
 """
 
 from __future__ import annotations
@@ -45,7 +53,10 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Final
 
-VERSION: Final = 1
+#: The newest protocol version (what this side sends unless told otherwise).
+VERSION: Final = 2
+#: Every version this side reads and writes (rule 6).
+VERSIONS: Final = (1, 2)
 #: Largest encoded message either side sends or accepts (the transport caps frames above it).
 MAX_MESSAGE_BYTES: Final = 1024 * 1024
 MAX_MODULES: Final = 1000
@@ -209,10 +220,13 @@ SCHEMAS: Final[dict[type[Any], tuple[tuple[str, _Kind], ...]]] = {
         ("dry_run", _Bool()),
         ("dependents", _Bool()),
         ("deadline_s", _Float(positive=True)),
+        ("wait_s", _Float()),
+        ("verify", _Str(max_len=MAX_NAME)),
     ),
     RollbackRequest: (
         ("modules", _Seq(_MODULE_NAME, min_len=1, max_len=MAX_MODULES)),
         ("deadline_s", _Float(positive=True)),
+        ("wait_s", _Float()),
     ),
     StatusRequest: (),
     PollRequest: (("job", _JOB_ID), ("cursor", _Int()), ("wait_s", _Float())),
@@ -237,6 +251,21 @@ SCHEMAS: Final[dict[type[Any], tuple[tuple[str, _Kind], ...]]] = {
     ErrorReply: (("code", _Str(choices=ERROR_CODES)), ("message", _TEXT)),
 }
 
+#: Rule 6: the fields protocol 2 added, per message type, with their defaults.
+V2_FIELDS: Final[dict[type[Any], dict[str, object]]] = {
+    ReloadRequest: {"wait_s": 0.0, "verify": ""},
+    RollbackRequest: {"wait_s": 0.0},
+}
+
+#: The schemas of each version (protocol 1: without ``V2_FIELDS``).
+VERSION_SCHEMAS: Final[dict[int, dict[type[Any], tuple[tuple[str, _Kind], ...]]]] = {
+    1: {
+        cls: tuple((n, k) for n, k in schema if n not in V2_FIELDS.get(cls, {}))
+        for cls, schema in SCHEMAS.items()
+    },
+    2: SCHEMAS,
+}
+
 REQUEST_TAGS: Final[dict[type[Any], str]] = {
     ReloadRequest: "reload",
     RollbackRequest: "rollback",
@@ -253,18 +282,22 @@ TAGS: Final[dict[type[Any], str]] = {**REQUEST_TAGS, **REPLY_TAGS}
 _BY_TAG: Final[dict[str, type[Any]]] = {tag: cls for cls, tag in TAGS.items()}
 
 
-def _to_body(value: object, where: str, err: _Err) -> dict[str, object]:
-    schema = SCHEMAS[type(value)]
+def _to_body(
+    value: object, where: str, err: _Err, schemas: dict[type[Any], Any] = SCHEMAS
+) -> dict[str, object]:
+    schema = schemas[type(value)]
     return {
         name: kind.check(getattr(value, name), f"{where}.{name}", err, False)
         for name, kind in schema
     }
 
 
-def _from_body(cls: type[Any], body: object, where: str, err: _Err) -> object:
+def _from_body(
+    cls: type[Any], body: object, where: str, err: _Err, schemas: dict[type[Any], Any] = SCHEMAS
+) -> object:
     if type(body) is not dict:
         raise _fail(err, where, "map", body)
-    schema = SCHEMAS[cls]
+    schema = schemas[cls]
     names = {name for name, _ in schema}
     keys = set(body)
     if keys != names:
@@ -275,19 +308,33 @@ def _from_body(cls: type[Any], body: object, where: str, err: _Err) -> object:
     return cls(**kwargs)
 
 
-def encode(message: Request | Reply) -> bytes:
-    """Encode one message by rule 1.
+def _speaks() -> str:
+    return ", ".join(str(v) for v in VERSIONS)
+
+
+def encode(message: Request | Reply, version: int = VERSION) -> bytes:
+    """Encode one message by rule 1, as protocol ``version`` (rule 6).
 
     Raises:
-        LocalProtocolError: not a message type, a field violates rule 2/3, or the result is
-            larger than ``MAX_MESSAGE_BYTES``.
+        LocalProtocolError: not a message type, a field violates rule 2/3, ``version`` is
+            not one of ``VERSIONS``, the message is not expressible in ``version``, or the
+            result is larger than ``MAX_MESSAGE_BYTES``.
     """
     tag = TAGS.get(type(message))
     if tag is None:
         raise LocalProtocolError(f"cannot encode {type(message).__name__}: not a message")
-    body = _to_body(message, tag, LocalProtocolError)
+    schemas = VERSION_SCHEMAS.get(version) if type(version) is int else None
+    if schemas is None:
+        raise LocalProtocolError(f"cannot encode protocol version {version!r}")
+    if version == 1:
+        for name, default in V2_FIELDS.get(type(message), {}).items():
+            if getattr(message, name) != default:
+                raise LocalProtocolError(
+                    f"cannot encode {tag} as protocol 1: {name} needs protocol 2"
+                )
+    body = _to_body(message, tag, LocalProtocolError, schemas)
     try:
-        data: bytes = msgpack.packb({"v": VERSION, "t": tag, "b": body}, use_bin_type=True)
+        data: bytes = msgpack.packb({"v": version, "t": tag, "b": body}, use_bin_type=True)
     except (ValueError, TypeError, OverflowError) as exc:
         raise LocalProtocolError(f"cannot encode {tag}: {exc}") from exc
     if len(data) > MAX_MESSAGE_BYTES:
@@ -297,8 +344,8 @@ def encode(message: Request | Reply) -> bytes:
     return data
 
 
-def decode(data: object) -> Request | Reply:
-    """Decode one message by rules 1-3.
+def decode_versioned(data: object) -> tuple[Request | Reply, int]:
+    """Decode one message by rules 1-3 and 6; return it with its envelope version.
 
     Raises:
         RemoteProtocolError: for every possible defect of ``data`` (rule 4).
@@ -320,32 +367,71 @@ def decode(data: object) -> Request | Reply:
     if set(obj) != {"v", "t", "b"}:
         raise RemoteProtocolError("envelope: expected exactly the keys v, t, b")
     version = obj["v"]
-    if type(version) is not int or version != VERSION:
+    if type(version) is not int or version not in VERSION_SCHEMAS:
         raise RemoteProtocolError(
-            f"unsupported protocol version {str(version)[:20]!r} (this side speaks {VERSION})"
+            f"unsupported protocol version {str(version)[:20]!r} (this side speaks {_speaks()})"
         )
     tag = obj["t"]
     cls = _BY_TAG.get(tag) if type(tag) is str else None
     if cls is None:
         raise RemoteProtocolError(f"unknown message type {str(tag)[:40]!r}")
-    result = _from_body(cls, obj["b"], tag, RemoteProtocolError)
-    return result  # type: ignore[return-value]
+    result = _from_body(cls, obj["b"], tag, RemoteProtocolError, VERSION_SCHEMAS[version])
+    return result, version  # type: ignore[return-value]
+
+
+def decode(data: object) -> Request | Reply:
+    """Decode one message of any version in ``VERSIONS`` by rules 1-3 and 6.
+
+    Raises:
+        RemoteProtocolError: for every possible defect of ``data`` (rule 4).
+    """
+    return decode_versioned(data)[0]
 
 
 def _decode_direction(data: object, allowed: dict[type[Any], str], what: str) -> Any:
-    message = decode(data)
+    message, version = decode_versioned(data)
     if type(message) not in allowed:
         raise RemoteProtocolError(f"expected a {what}, got {TAGS[type(message)]!r}")
-    return message
+    return message, version
 
 
 def decode_request(data: object) -> Request:
     """Decode a message that must be a request (what an agent receives)."""
-    result: Request = _decode_direction(data, REQUEST_TAGS, "request")
+    return decode_request_versioned(data)[0]
+
+
+def decode_request_versioned(data: object) -> tuple[Request, int]:
+    """``decode_request`` and the envelope version (the agent answers in it, rule 6)."""
+    result: tuple[Request, int] = _decode_direction(data, REQUEST_TAGS, "request")
     return result
 
 
 def decode_reply(data: object) -> Reply:
     """Decode a message that must be a reply (what a client receives)."""
-    result: Reply = _decode_direction(data, REPLY_TAGS, "reply")
+    return decode_reply_versioned(data)[0]
+
+
+def decode_reply_versioned(data: object) -> tuple[Reply, int]:
+    """``decode_reply`` and the envelope version."""
+    result: tuple[Reply, int] = _decode_direction(data, REPLY_TAGS, "reply")
     return result
+
+
+_SPEAKS_MARK: Final = "(this side speaks "
+
+
+def spoken_versions(message: str) -> tuple[int, ...] | None:
+    """The versions an agent says it speaks in its ``unsupported protocol version`` error
+    message (rule 6), or None when ``message`` is not that error."""
+    if not message.startswith("unsupported protocol version "):
+        return None
+    at = message.rfind(_SPEAKS_MARK)
+    if at < 0 or not message.endswith(")"):
+        return None
+    versions: list[int] = []
+    for raw in message[at + len(_SPEAKS_MARK) : -1].split(","):
+        part = raw.strip()
+        if not part.isdigit() or len(part) > 6:
+            return None
+        versions.append(int(part))
+    return tuple(versions) or None

@@ -9,6 +9,11 @@ Rules:
 1. A request is one of ``ReloadRequest``, ``RollbackRequest``, ``StatusRequest``,
    ``PollRequest``; a reply is one of ``JobAccepted``, ``JobEvents``, ``AgentInfo``,
    ``ErrorReply``.
+2. Fields added by protocol 2 (``wait_s`` and ``verify``) default to what protocol 1
+   meant without them: no wait (the submit reply is ``JobAccepted``), no verify.
+3. A reload or rollback submitted with ``wait_s > 0`` is answered with ``JobEvents`` (its
+   final results when the job finished within the wait, else what is known so far with
+   ``done`` False, to be polled from its ``cursor``) instead of ``JobAccepted``.
 """
 
 from __future__ import annotations
@@ -33,6 +38,11 @@ class ReloadRequest:
     dependents: bool = False
     #: Seconds the agent may spend on the job before it reports a timeout.
     deadline_s: float = 30.0
+    #: Protocol 2: seconds the submit reply may wait for the job to finish (rule 3).
+    wait_s: float = 0.0
+    #: Protocol 2: ``"module:function"`` called after applying (no arguments); if it
+    #: raises or returns False the agent rolls this reload back (``VerifyFailed``).
+    verify: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +51,8 @@ class RollbackRequest:
 
     modules: tuple[str, ...]
     deadline_s: float = 30.0
+    #: Protocol 2: seconds the submit reply may wait for the job to finish (rule 3).
+    wait_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
