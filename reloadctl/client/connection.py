@@ -39,12 +39,13 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Final
 
 from reloadctl.errors import (
     AddressError,
     AuthenticationError,
+    LocalProtocolError,
     RemoteProtocolError,
     TargetAuthFailed,
     TargetRefused,
@@ -305,7 +306,11 @@ def _recv_exact_until(sock: socket.socket, deadline: float, where: str) -> Calla
 
 
 def _handshake(
-    sock: socket.socket, addr: Address, secret: Secret | None, deadline: float
+    sock: socket.socket,
+    addr: Address,
+    secret: Secret | None,
+    deadline: float,
+    then: Callable[[], None] = lambda: None,
 ) -> auth.Session:
     where = format_address(addr)
     if addr.scheme == "unix":
@@ -318,6 +323,7 @@ def _handshake(
         proof = client.answer(auth.read_frame(recv_exact))
         sock.settimeout(max(0.001, deadline - time.monotonic()))
         sock.sendall(proof)
+        then()  # sent before the agent's welcome is read: pipelined, one round trip saved
         return client.finish(auth.read_frame(recv_exact))
     except AuthenticationError as exc:
         raise TargetAuthFailed(f"{where}: {exc}") from None
@@ -340,10 +346,16 @@ class _Call:
         self._where = where
         self._arm = arm
 
+    #: The protocol version requests are sent in (lowered once for an older agent).
+    version: int = codec.VERSION
+
     def __call__(
         self, request: ReloadRequest | RollbackRequest | StatusRequest | PollRequest
     ) -> Reply:
-        frame = self._session.seal(codec.encode(request))
+        try:
+            frame = self._session.seal(codec.encode(request, self.version))
+        except LocalProtocolError as exc:
+            raise RemoteProtocolError(f"{self._where}: {exc}") from None
         self._arm()
         raw = self._method(frame)
         if type(raw) is not bytes:
@@ -371,18 +383,42 @@ def _converse(
     deadline: float,
     where: str,
 ) -> AgentInfo | tuple[ModuleResult, ...]:
+    if not isinstance(request, StatusRequest) and request.wait_s == 0:
+        # protocol 2: a job that finishes within the wait comes back in the submit reply
+        left = deadline - time.monotonic()
+        request = replace(request, wait_s=max(0.001, min(MAX_POLL_WAIT_S, left - 0.05)))
     reply = submit(request)
+    if isinstance(reply, ErrorReply) and reply.code == "protocol":
+        request = _older_agent(request, reply, where)
+        submit.version = poll.version = 1
+        reply = submit(request)
     if isinstance(reply, ErrorReply):
         raise _refused(where, reply)
     if isinstance(request, StatusRequest):
         if not isinstance(reply, AgentInfo):
             raise RemoteProtocolError(f"{where}: status answered with {type(reply).__name__}")
         return reply
-    if not isinstance(reply, JobAccepted):
-        raise RemoteProtocolError(f"{where}: submit answered with {type(reply).__name__}")
-    job = reply.job
     results: list[ModuleResult] = []
+    events: Reply | None = None
+    if isinstance(reply, JobEvents) and request.wait_s > 0:
+        events, job = reply, reply.job
+    elif isinstance(reply, JobAccepted):
+        job = reply.job
+    else:
+        raise RemoteProtocolError(f"{where}: submit answered with {type(reply).__name__}")
     while True:
+        if events is not None:
+            if isinstance(events, ErrorReply):
+                raise _refused(where, events)
+            if not isinstance(events, JobEvents) or events.job != job:
+                raise RemoteProtocolError(f"{where}: poll answered with an unexpected reply")
+            if events.cursor != len(results) + len(events.results):
+                raise RemoteProtocolError(f"{where}: poll cursor does not match its results")
+            results.extend(events.results)
+            if len(results) > len(request.modules):  # one result per requested module at most
+                raise RemoteProtocolError(f"{where}: more results than requested modules")
+            if events.done:
+                return tuple(results)
         left = deadline - time.monotonic()
         if left <= 0:
             raise TargetTimeout(
@@ -390,17 +426,27 @@ def _converse(
                 "(it completes or rolls back as a whole)"
             )
         events = poll(PollRequest(job, len(results), max(0.0, min(MAX_POLL_WAIT_S, left - 0.05))))
-        if isinstance(events, ErrorReply):
-            raise _refused(where, events)
-        if not isinstance(events, JobEvents) or events.job != job:
-            raise RemoteProtocolError(f"{where}: poll answered with an unexpected reply")
-        if events.cursor != len(results) + len(events.results):
-            raise RemoteProtocolError(f"{where}: poll cursor does not match its results")
-        results.extend(events.results)
-        if len(results) > len(request.modules):  # one result per requested module at most
-            raise RemoteProtocolError(f"{where}: more results than requested modules")
-        if events.done:
-            return tuple(results)
+
+
+def _older_agent(
+    request: ReloadRequest | RollbackRequest | StatusRequest, reply: ErrorReply, where: str
+) -> ReloadRequest | RollbackRequest | StatusRequest:
+    """The protocol-1 form of ``request`` for an agent that refused protocol 2, or the error
+    that says why there is none (``reply`` is not a version refusal: it is raised as is)."""
+    spoken = codec.spoken_versions(reply.message)
+    if spoken is None or 1 not in spoken or codec.VERSION in spoken:
+        raise _refused(where, reply)
+    if isinstance(request, ReloadRequest) and request.verify:
+        err = TargetRefused(
+            "protocol",
+            f"agent at {where} speaks protocol 1; --verify needs an agent that speaks "
+            f"protocol {codec.VERSION} (upgrade reloadctl where the agent runs)",
+        )
+        err.args = (err.message,)
+        raise err
+    if isinstance(request, StatusRequest):
+        return request
+    return replace(request, wait_s=0.0)
 
 
 def execute(
@@ -435,11 +481,22 @@ def execute(
         raise TargetUnreachable(str(exc)) from None
     where = format_address(addr)
     sock = _connect(addr, max(0.001, min(connect_timeout, timeout)), tls)
+    opened: list[Any] = []
     try:
         handshake_deadline = min(deadline, time.monotonic() + connect_timeout)
-        session = _handshake(sock, addr, secret, handshake_deadline)
-        return _serve(sock, session, request, deadline=deadline, where=where, timeout=timeout)
+        session = _handshake(
+            sock,
+            addr,
+            secret,
+            handshake_deadline,
+            then=lambda: opened.append(_open(sock, deadline=deadline, timeout=timeout)),
+        )
+        return _serve(sock, opened[0], session, request, deadline=deadline, where=where)
     finally:
+        if opened:  # closed by _serve already, unless the handshake failed after _open
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            opened[0][0].close()
         sock.close()
 
 
@@ -482,15 +539,15 @@ def _by_name(conn: Any, root: Any, name: str) -> Callable[[bytes], object]:
     return call
 
 
-def _serve(
-    sock: socket.socket,
-    session: auth.Session,
-    request: ReloadRequest | RollbackRequest | StatusRequest,
-    *,
-    deadline: float,
-    where: str,
-    timeout: float,
-) -> AgentInfo | tuple[ModuleResult, ...]:
+def _open(sock: socket.socket, *, deadline: float, timeout: float) -> tuple[Any, Any]:
+    """The rpyc connection over ``sock`` and its GETROOT request, already sent.
+
+    Called as soon as our handshake proof is out: the GETROOT frame follows the proof in the
+    same flight, and the agent answers it right after its welcome (it reads the handshake
+    byte-exact, so the frame waits for rpyc). Nothing the agent sends is read before its
+    welcome verified; a GETROOT carries no data. The reply is read by ``_serve``.
+    """
+    from rpyc.core import consts
     from rpyc.utils.factory import connect_channel
 
     # rpyc retries reads on a socket timeout; a write that stalls this long breaks the call.
@@ -500,6 +557,26 @@ def _serve(
         service=_by_name_client(),
         config=_client_protocol_config(timeout),
     )
+    try:
+        pending = conn.async_request(
+            consts.HANDLE_GETROOT, timeout=max(0.05, deadline - time.monotonic()) + CALL_MARGIN_S
+        )
+    except BaseException:
+        conn.close()
+        raise
+    return conn, pending
+
+
+def _serve(
+    sock: socket.socket,
+    opened: tuple[Any, Any],
+    session: auth.Session,
+    request: ReloadRequest | RollbackRequest | StatusRequest,
+    *,
+    deadline: float,
+    where: str,
+) -> AgentInfo | tuple[ModuleResult, ...]:
+    conn, pending_root = opened
 
     def arm() -> None:  # rule 2: no rpyc request outlives our deadline by much
         conn._config["sync_request_timeout"] = (
@@ -508,7 +585,7 @@ def _serve(
 
     try:
         arm()
-        root = conn.root
+        root = pending_root.value
         submit = _Call(_by_name(conn, root, "submit"), session, where, arm)
         poll = _Call(_by_name(conn, root, "poll"), session, where, arm)
         return _converse(submit, poll, request, deadline, where)
