@@ -133,7 +133,11 @@ ConnectTimeout = Annotated[
 ]
 Parallel = Annotated[
     int | None,
-    typer.Option("--parallel", "-P", help="Targets at a time. [default: min(32, 4 x CPUs)]"),
+    typer.Option(
+        "--parallel",
+        "-P",
+        help="Targets at a time. [default: min(32, 4 x CPUs); 64 with a tcp/tls target]",
+    ),
 ]
 Deadline = Annotated[
     float | None,
@@ -318,17 +322,27 @@ def _output(s: Settings) -> str:
     return "table" if sys.stdout.isatty() else "ndjson"
 
 
-def default_parallel() -> int:
-    """``min(32, 4 x CPUs)``: the client is GIL-bound for local targets (agent-fleet F3)."""
+#: Default pool when a target is remote (tcp/tls): a remote reload waits on round trips,
+#: not on the client's CPU, so many can be in flight (one socket each).
+REMOTE_PARALLEL = 64
+
+
+def default_parallel(targets: "Sequence[Target]" = ()) -> int:
+    """``min(32, 4 x CPUs)`` for local agents: the client is GIL-bound for them (agent-fleet
+    F3); ``REMOTE_PARALLEL`` once a target is tcp:// or tls:// (bound by latency)."""
+    if any(t.address.startswith(("tcp://", "tls://")) for t in targets):
+        return REMOTE_PARALLEL
     return min(32, 4 * (os.cpu_count() or 1))
 
 
-def _fanout_options(ctx: typer.Context, s: Settings) -> "FanoutOptions":
+def _fanout_options(
+    ctx: typer.Context, s: Settings, targets: "Sequence[Target]" = ()
+) -> "FanoutOptions":
     from reloadctl.client.fanout import FanoutOptions
 
     try:
         return FanoutOptions(
-            parallel=default_parallel() if s.parallel is None else s.parallel,
+            parallel=default_parallel(targets) if s.parallel is None else s.parallel,
             connect_timeout=DEFAULT_CONNECT_TIMEOUT
             if s.connect_timeout is None
             else s.connect_timeout,
@@ -425,7 +439,7 @@ def _run(
     rollback_prefix: Sequence[str] = (),
 ) -> NoReturn:
     """Load the secrets, fan ``request`` out, render it and exit with the code."""
-    options = _fanout_options(ctx, s)
+    options = _fanout_options(ctx, s, selection.targets)
     secret_for = _secrets(s, selection.targets)
     raise typer.Exit(
         _fan_out(
@@ -723,6 +737,15 @@ def reload(
         bool,
         typer.Option("--pause", help="Wait after the canary for: reloadctl rollout resume ID."),
     ] = False,
+    verify: Annotated[
+        str | None,
+        typer.Option(
+            "--verify",
+            metavar="MODULE:FUNCTION",
+            help="Call this zero-argument function in each process after the reload; if it "
+            "raises or returns False, that process rolls the reload back (VerifyFailed).",
+        ),
+    ] = None,
 ) -> None:
     """Reload modules in every selected process, as one transaction per process.
 
@@ -749,6 +772,8 @@ def reload(
         ignore_unreachable=ignore_unreachable,
         pause=pause,
     )
+    if verify is not None and (":" not in verify or verify.startswith(":") or verify.endswith(":")):
+        _usage(ctx, f"--verify {verify!r}: expected MODULE:FUNCTION")
     selection = _select(ctx, s, choice)
     options = _fanout_options(ctx, s)
     request = ReloadRequest(
@@ -756,6 +781,7 @@ def reload(
         dry_run=dry_run,
         dependents=dependents,
         deadline_s=options.timeout,
+        verify=verify or "",
     )
     prefix = _prefix(s, {t.secret_file for t in selection.targets})
     _run(ctx, s, selection, request, kind="modules", plan=plan, rollback_prefix=prefix)

@@ -26,6 +26,10 @@ Rules:
    protects the channel and identifies the agent); an agent that asks for the secret
    still gets the HMAC handshake. Settings: the ``tls`` argument, else ``RELOADCTL_TLS_CA``,
    ``RELOADCTL_TLS_CERT``, ``RELOADCTL_TLS_KEY``.
+7. A tcp connect that is refused, or a connection the agent closes or resets before its hello
+   (an agent whose pre-auth slots are full closes new sockets at once), is tried again
+   after a pause (``CONNECT_RETRY_FIRST_S`` doubling to ``CONNECT_RETRY_MAX_S``, jittered)
+   while ``connect_timeout`` lasts; then it is ``TargetUnreachable``.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import random
 import socket
 import struct
 import sys
@@ -79,6 +84,9 @@ MAX_RPYC_FRAME: Final = codec.MAX_MESSAGE_BYTES + 64 * 1024
 SYNC_TIMEOUT_MARGIN_S: Final = 5.0
 #: How long past the caller's deadline one rpyc request may still wait for its answer.
 CALL_MARGIN_S: Final = 0.5
+#: Rule 7: first pause before another connect, doubled up to the max (with jitter).
+CONNECT_RETRY_FIRST_S: Final = 0.05
+CONNECT_RETRY_MAX_S: Final = 0.5
 _PEERCRED: Final = struct.Struct("3i")
 TLS_CA_ENV: Final = "RELOADCTL_TLS_CA"
 TLS_CERT_ENV: Final = "RELOADCTL_TLS_CERT"
@@ -227,7 +235,9 @@ def _connect(addr: Address, connect_timeout: float, tls: TlsSettings | None) -> 
     except FileNotFoundError:
         raise TargetUnreachable(f"{where}: no agent socket at {addr.path}") from None
     except ConnectionRefusedError:
-        raise TargetUnreachable(f"{where}: connection refused (is the agent running?)") from None
+        # tcp: the agent may be restarting (rule 7); unix: nobody listens, a stale socket
+        error = _Retryable if addr.scheme != "unix" else TargetUnreachable
+        raise error(f"{where}: connection refused (is the agent running?)") from None
     except PermissionError:
         raise TargetUnreachable(f"{where}: permission denied") from None
     except TimeoutError:
@@ -266,6 +276,10 @@ def _connect(addr: Address, connect_timeout: float, tls: TlsSettings | None) -> 
             raise TargetUnreachable(f"{where}: connection broke during the TLS handshake") from None
         raise
     return tls_sock
+
+
+class _Retryable(TargetUnreachable):
+    """Refused, or closed/reset before the agent's hello: worth another try (rule 7)."""
 
 
 def _check_agent_uid(sock: socket.socket, where: str) -> None:
@@ -320,7 +334,20 @@ def _handshake(
         None if secret is None else secret.reveal(), require_mac=addr.scheme == "tcp"
     )
     try:
-        proof = client.answer(auth.read_frame(recv_exact))
+        first = [recv_exact(1)]
+    except TargetUnreachable as exc:  # closed or reset before a word: a full agent (rule 7)
+        raise _Retryable(str(exc)) from None
+
+    def hello_bytes(n: int) -> bytes:
+        head = first.pop() if first else b""
+        return head + recv_exact(n - len(head)) if n > len(head) else head
+
+    try:
+        hello = auth.read_frame(hello_bytes)
+    except RemoteProtocolError as exc:
+        raise RemoteProtocolError(f"{where}: bad handshake from the agent: {exc}") from None
+    try:
+        proof = client.answer(hello)
         sock.settimeout(max(0.001, deadline - time.monotonic()))
         sock.sendall(proof)
         then()  # sent before the agent's welcome is read: pipelined, one round trip saved
@@ -479,11 +506,41 @@ def execute(
         addr = parse_address(address)
     except AddressError as exc:
         raise TargetUnreachable(str(exc)) from None
+    connect_deadline = min(deadline, start + connect_timeout)
+    pause = CONNECT_RETRY_FIRST_S
+    while True:  # rule 7
+        try:
+            return _execute_once(
+                addr,
+                request,
+                secret=secret,
+                tls=tls,
+                connect_deadline=connect_deadline,
+                deadline=deadline,
+                timeout=timeout,
+            )
+        except _Retryable as exc:
+            if time.monotonic() + pause >= connect_deadline:
+                raise TargetUnreachable(str(exc)) from None
+            time.sleep(pause * (0.5 + random.random()))  # noqa: S311 - jitter, not crypto
+            pause = min(pause * 2, CONNECT_RETRY_MAX_S)
+
+
+def _execute_once(
+    addr: Address,
+    request: ReloadRequest | RollbackRequest | StatusRequest,
+    *,
+    secret: Secret | None,
+    tls: TlsSettings | None,
+    connect_deadline: float,
+    deadline: float,
+    timeout: float,
+) -> AgentInfo | tuple[ModuleResult, ...]:
     where = format_address(addr)
-    sock = _connect(addr, max(0.001, min(connect_timeout, timeout)), tls)
+    sock = _connect(addr, max(0.001, connect_deadline - time.monotonic()), tls)
     opened: list[Any] = []
     try:
-        handshake_deadline = min(deadline, time.monotonic() + connect_timeout)
+        handshake_deadline = connect_deadline
         session = _handshake(
             sock,
             addr,
