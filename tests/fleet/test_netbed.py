@@ -165,7 +165,7 @@ def test_canary_with_a_failing_verify_touches_no_other_target(
     # nothing was patched beyond the canary (and the canary is back on its old code)
     rc, status, err = code.cli("status", *hosts)
     assert rc == 0, err
-    patched = {str(r["target"]): r["patched"] for r in status if "target" in r}
+    patched = {str(r["target"]): r["agent"]["patched"] for r in status if "target" in r}  # type: ignore[index]
     assert all(not patched[t] for t in rest), patched
     # a good patch with the same verify goes everywhere
     code.write("v3", healthy=True)
