@@ -360,6 +360,40 @@ def _wait_ready(proc: subprocess.Popen[bytes], what: str) -> None:
             buf += chunk
 
 
+def make_tls(directory: Path, ips: list[str]) -> dict[str, str]:
+    """A throwaway CA and one agent certificate valid for ``ips`` (openssl binary).
+
+    Returns the environment for agents (``RELOADCTL_TLS_CERT``/``_KEY``) and for clients
+    (``RELOADCTL_TLS_CA``).
+    """
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        raise RuntimeError("openssl is not installed")
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+
+    def run(*args: str) -> None:
+        subprocess.run([openssl, *args], cwd=directory, check=True, capture_output=True, timeout=30)
+
+    run("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+        "-subj", "/CN=netbed-ca", "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign")  # fmt: skip
+    run("req", *ec, "-keyout", "agent.key", "-out", "agent.csr", "-subj", "/CN=netbed-agent")
+    san = ",".join(f"IP:{ip}" for ip in ips)
+    (directory / "agent.ext").write_text(
+        f"subjectAltName={san}\nextendedKeyUsage=serverAuth\n"
+        "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+    )
+    run("x509", "-req", "-in", "agent.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+        "-CAcreateserial", "-out", "agent.pem", "-days", "2", "-extfile", "agent.ext")  # fmt: skip
+    for key in directory.glob("*.key"):
+        key.chmod(0o600)
+    return {
+        "RELOADCTL_TLS_CERT": str(directory / "agent.pem"),
+        "RELOADCTL_TLS_KEY": str(directory / "agent.key"),
+        "RELOADCTL_TLS_CA": str(directory / "ca.pem"),
+    }
+
+
 @atexit.register
 def _close_all() -> None:
     for bed in list(_beds):
