@@ -46,6 +46,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -264,13 +265,17 @@ class NetBed:
         scheme: str = "tcp",
         per_process: int = 1,
         first_port: int = 7000,
+        imports: Sequence[str] = (),
+        also_forward: Sequence[int] = (),
     ) -> list[str]:
         """``count`` agents in ``host`` on ``127.0.0.1:first_port..``, behind the proxy.
 
         ``per_process == 1``: each is ``python -m reloadctl.agent --listen ... app``, the real
         launcher; more: one process serves several agent servers (``netbed.py agents``, an
-        internal API; for benchmarks whose agent count would not fit in memory otherwise).
-        ``env`` carries the secret file and TLS settings. Returns the client addresses.
+        internal API; for benchmarks whose agent count would not fit in memory otherwise;
+        such a process imports ``imports`` instead of running ``app``). ``env`` carries the
+        secret file and TLS settings; ``also_forward``: more ports the proxy forwards (other
+        servers the app runs). Returns the client addresses.
         """
         ports = list(range(first_port, first_port + count))
         procs = []
@@ -283,11 +288,11 @@ class NetBed:
             for at in range(0, count, per_process):
                 group = ports[at : at + per_process]
                 argv = [sys.executable, str(HERE / "netbed.py"), "agents", "--scheme", scheme]
-                argv += ["--ports", ",".join(map(str, group)), "--app", str(app)]
+                argv += ["--ports", ",".join(map(str, group)), "--import", *imports]
                 procs.append(self.spawn(host, argv, env))
         for proc in procs:
             _wait_ready(proc, f"agents in {host.ns}")
-        self.start_proxy(host, ports)
+        self.start_proxy(host, ports + list(also_forward))
         host.ports += ports
         host.scheme = scheme
         return [f"{scheme}://{host.ip}:{p}" for p in ports]
@@ -512,14 +517,16 @@ def _silent(ports: list[int]) -> None:
             held.append(conn)
 
 
-def _agents(ports: list[int], scheme: str, app: str) -> None:
-    # Several agent servers in one process: the benchmark's way to run 200 agents on 2
-    # cores. Uses lifecycle internals (one _launch per address; start() allows one agent).
+def _agents(ports: list[int], scheme: str, imports: list[str]) -> None:
+    # Several agent servers in one process: a way to run many agents on few cores. Uses
+    # lifecycle internals (one _launch per address; start() allows one agent per process).
+    # They share one engine and sys.modules: a module is reloaded by the first of them and
+    # is "unchanged" for the others, so this is not the same work as separate processes.
     from reloadctl.agent import config as settings
     from reloadctl.agent import lifecycle
 
-    sys.path.insert(0, os.path.dirname(os.path.abspath(app)))
-    __import__(Path(app).stem)
+    for name in imports:
+        __import__(name)
     agents = []
     for port in ports:
         cfg = settings.build_config(f"{scheme}://127.0.0.1:{port}")
@@ -543,7 +550,7 @@ def main(argv: list[str] | None = None) -> None:
     a = sub.add_parser("agents")
     a.add_argument("--ports", required=True)
     a.add_argument("--scheme", default="tcp")
-    a.add_argument("--app", required=True)
+    a.add_argument("--import", dest="imports", nargs="*", default=[])
     args = parser.parse_args(argv)
     ports = [int(x) for x in args.ports.split(",")]
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
@@ -553,7 +560,7 @@ def main(argv: list[str] | None = None) -> None:
     elif args.cmd == "silent":
         _silent(ports)
     else:
-        _agents(ports, args.scheme, args.app)
+        _agents(ports, args.scheme, args.imports)
 
 
 if __name__ == "__main__":
