@@ -8,7 +8,7 @@ from pathlib import Path
 
 import netbed as nb
 import pytest
-from conftest import Code, by_target
+from fleetkit import Code, by_target
 
 from reloadctl.client.connection import execute
 from reloadctl.proto.messages import ReloadRequest, StatusRequest

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import SECRET, Code, by_target
+from fleetkit import SECRET, Code, by_target
 
 from reloadctl.client.connection import execute
 from reloadctl.errors import TargetRefused
