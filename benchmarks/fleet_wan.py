@@ -24,6 +24,8 @@ About two minutes; the bed and every process are removed at the end (also on Ctr
 
 Usage: sudo python benchmarks/fleet_wan.py [--hosts 10] [--agents 200] [--rtt-ms 25]
        [--runs 5] [--per-process 1]
+       python benchmarks/fleet_wan.py --scale 1000,10000 [--per-process 200] [--runs 3]
+       (loopback, no namespaces: the client's cost per target, see ``scale``)
 """
 
 from __future__ import annotations
@@ -171,8 +173,86 @@ def round_trips(address: str, rtt_s: float, fleetmod: Path, calls: int = 7) -> d
     return out
 
 
+def scale(sizes: list[int], per_process: int, runs: int) -> None:
+    """Client cost at 1,000-10,000 simulated targets on loopback: ``per_process`` agent
+    servers multiplexed in each process (``tests/netbed.py agents``; they share one engine,
+    so a module is reloaded by the first of them and ``unchanged`` for the rest: this
+    measures the client and the transport, not the engine). Prints wall time and the CLI's
+    CPU per target for ``reloadctl reload`` of every target."""
+    root = Path(tempfile.mkdtemp(prefix="rcscale-", dir="/tmp"))
+    (root / "fleetmod.py").write_text("VALUE = 0\n")
+    secret = root / "secret"
+    secret.write_text(SECRET)
+    secret.chmod(0o600)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RELOADCTL_")}
+    env.update(
+        PYTHONPATH=str(root),
+        RELOADCTL_SECRET_FILE=str(secret),
+        XDG_RUNTIME_DIR=str(root),
+        XDG_CONFIG_HOME=str(root / "cfg"),
+    )
+    core = Path(__file__).resolve().parents[1] / "tests" / "netbed.py"
+    procs: list[subprocess.Popen[bytes]] = []
+    total = max(sizes)
+    first = 20_000
+    rows = []
+    try:
+        for at in range(0, total, per_process):
+            ports = ",".join(str(first + p) for p in range(at, min(total, at + per_process)))
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, str(core), "agents", "--ports", ports, "--import", "fleetmod"],
+                    env=env,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+        for proc in procs:
+            assert proc.stdout is not None
+            if proc.stdout.readline().strip() != b"ready":
+                raise SystemExit("an agent process did not start")
+        addresses = [f"tcp://127.0.0.1:{first + i}" for i in range(total)]
+        for n in sizes:
+            argv = [RELOADCTL, "reload", "-q", "-o", "ndjson"]
+            argv += [a for t in addresses[:n] for a in ("-H", t)] + ["fleetmod"]
+            run(argv, env)  # warm-up: every agent's first contact builds its server
+            walls, cpus = [], []
+            for i in range(runs):
+                (root / "fleetmod.py").write_text(f"VALUE = {n * 100 + i}\n")
+                wall, cpu = run(argv, env)
+                walls.append(wall)
+                cpus.append(cpu)
+            wall, cpu = statistics.median(walls), statistics.median(cpus)
+            rows.append({"n": n, "wall_ms": round(wall, 1), "cli_cpu_ms": round(cpu, 1),
+                         "cli_cpu_per_target_ms": round(cpu / n, 3)})  # fmt: skip
+    finally:
+        for proc in procs:
+            proc.kill()
+        for proc in procs:
+            proc.wait(30)
+            if proc.stdout is not None:
+                proc.stdout.close()
+        shutil.rmtree(root, ignore_errors=True)
+    print(
+        f"simulated targets on loopback, {per_process} agent servers per process, "
+        f"pool 64, median of {runs}\n"
+    )
+    print(f"{'N':>6} {'wall ms':>9} {'CLI CPU ms':>11} {'CLI CPU/target ms':>18}")
+    for r in rows:
+        print(
+            f"{r['n']:>6} {r['wall_ms']:9.1f} {r['cli_cpu_ms']:11.1f} "
+            f"{r['cli_cpu_per_target_ms']:18.3f}"
+        )
+    print(json.dumps({"scale": rows, "per_process": per_process, "runs": runs}))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--scale",
+        metavar="N,N",
+        help="instead: the client's cost at N simulated targets on loopback (e.g. 1000,10000)",
+    )
     parser.add_argument("--hosts", type=int, default=10)
     parser.add_argument("--agents", type=int, default=200)
     parser.add_argument("--rtt-ms", type=float, default=25.0)
@@ -181,6 +261,13 @@ def main() -> None:
         "--per-process", type=int, default=1, help="agents per process (>1: no classic)"
     )
     args = parser.parse_args()
+    resource.setrlimit(
+        resource.RLIMIT_NOFILE, (8192, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
+    )
+    if args.scale:
+        sizes = sorted(int(n) for n in args.scale.split(","))
+        scale(sizes, args.per_process if args.per_process > 1 else 200, args.runs)
+        return
     reason = unavailable()
     if reason:
         raise SystemExit(f"fleet_wan needs network namespaces: {reason}")
@@ -188,9 +275,6 @@ def main() -> None:
         raise SystemExit("--agents must be a multiple of --hosts")
     per_host = args.agents // args.hosts
     classic = args.per_process == 1
-    resource.setrlimit(
-        resource.RLIMIT_NOFILE, (8192, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
-    )
     root = Path(tempfile.mkdtemp(prefix="rcwan-", dir="/tmp"))
     fleetmod = root / "fleetmod.py"
     fleetmod.write_text("VALUE = 0\n")
