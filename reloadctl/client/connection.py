@@ -27,6 +27,7 @@ Rules:
    still gets the HMAC handshake. Settings: the ``tls`` argument, else ``RELOADCTL_TLS_CA``,
    ``RELOADCTL_TLS_CERT``, ``RELOADCTL_TLS_KEY``.
 7. A tcp connect that is refused, or a connection the agent closes or resets before its hello
+   (or, for tls://, before its TLS handshake)
    (an agent whose pre-auth slots are full closes new sockets at once), is tried again
    after a pause (``CONNECT_RETRY_FIRST_S`` doubling to ``CONNECT_RETRY_MAX_S``, jittered)
    while ``connect_timeout`` lasts; then it is ``TargetUnreachable``.
@@ -265,6 +266,10 @@ def _connect(addr: Address, connect_timeout: float, tls: TlsSettings | None) -> 
         tls_sock.do_handshake()
     except BaseException as exc:
         tls_sock.close()
+        ssl_mod = sys.modules["ssl"]
+        if isinstance(exc, (ConnectionResetError, BrokenPipeError, ssl_mod.SSLEOFError)):
+            # closed before a TLS word: a full agent, not a certificate problem (rule 7)
+            raise _Retryable(f"{where}: the agent closed the connection") from None
         tls_reason = _tls_reason(exc)
         if tls_reason is not None:
             raise TargetAuthFailed(f"{where}: {tls_reason}") from None

@@ -209,3 +209,35 @@ def test_default_pool_fits_the_network(addresses: list[str], expected: int | Non
     local = default_parallel()
     assert default_parallel(targets) == (local if expected is None else expected)
     assert local <= 32
+
+
+@pytest.mark.timeout(60)
+def test_tls_a_full_agent_is_retried_not_an_auth_failure(
+    agents: Callable[..., Agent], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from netbed import make_tls
+
+    tls = make_tls(tmp_path, ["127.0.0.1"])
+    agent = agents(
+        "tls://127.0.0.1:0",
+        secret=SECRET,
+        tls_cert=tls["RELOADCTL_TLS_CERT"],
+        tls_key=tls["RELOADCTL_TLS_KEY"],
+    )
+    monkeypatch.setenv("RELOADCTL_TLS_CA", tls["RELOADCTL_TLS_CA"])
+    address = _host_port(agent.address.replace("tls://", "tcp://"))
+    secret = Secret(SECRET)
+    assert isinstance(
+        execute(agent.address, StatusRequest(), secret=secret, connect_timeout=2, timeout=5),
+        AgentInfo,
+    )
+    idle = [socket.create_connection(address, timeout=2) for _ in range(20)]
+    try:
+        time.sleep(0.2)
+        with pytest.raises(TargetUnreachable):
+            execute(agent.address, StatusRequest(), secret=secret, connect_timeout=0.3, timeout=5)
+        info = execute(agent.address, StatusRequest(), secret=secret, connect_timeout=8, timeout=15)
+        assert isinstance(info, AgentInfo)
+    finally:
+        for s in idle:
+            s.close()
