@@ -153,6 +153,15 @@ def run(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
     return elapsed, (usage.ru_utime + usage.ru_stime) * 1000
 
 
+def cpu_ms(pids: list[int]) -> float:
+    """User + system CPU of processes ``pids`` so far (from /proc)."""
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total * 1000 / os.sysconf("SC_CLK_TCK")
+
+
 def round_trips(address: str, rtt_s: float, fleetmod: Path, calls: int = 7) -> dict[str, float]:
     """Best wall time of one reload (and one status) over RTT, sequential, in this process."""
     from reloadctl.client.connection import execute
@@ -292,7 +301,7 @@ def main() -> None:
         PYTHONPYCACHEPREFIX=str(root / "pycache"),
     )
     env.pop("PYTHONDONTWRITEBYTECODE", None)
-    samples: dict[str, list[tuple[float, float]]] = {}
+    samples: dict[str, list[tuple[float, float, float]]] = {}
     with NetBed(args.hosts, rtt_ms=args.rtt_ms) as bed:
         t0 = time.monotonic()
         for host in bed.hosts:
@@ -309,6 +318,8 @@ def main() -> None:
             )
         started_s = time.monotonic() - t0
         targets = bed.addresses()
+        # every process in the hosts but the proxies (ip netns exec execs: same pid)
+        agent_pids = [p.pid for h in bed.hosts for p in h.procs[:-1]]
         classic_targets = [
             t.rsplit(":", 1)[0] + f":{int(t.rsplit(':', 1)[1]) + CLASSIC_OFFSET}" for t in targets
         ]
@@ -329,7 +340,9 @@ def main() -> None:
                 version += 1
                 fleetmod.write_text(f"VALUE = {version}\n")
                 argv = [sys.executable, "-c", CLASSIC, str(parallel), *classic_targets]
-            samples.setdefault(kind, []).append(run(argv, env))
+            before = cpu_ms(agent_pids)
+            wall, cpu = run(argv, env)
+            samples.setdefault(kind, []).append((wall, cpu, cpu_ms(agent_pids) - before))
         rt = round_trips(bed.hosts[0].addresses[0], bed.rtt_s, fleetmod)
     shutil.rmtree(root, ignore_errors=True)
 
@@ -341,7 +354,10 @@ def main() -> None:
         f"({args.per_process} per process), started in {started_s:.1f} s; "
         f"pool {parallel}; {args.runs} runs each (median)\n"
     )
-    print(f"{'fan-out':16} {'wall ms':>9} {'CPU ms':>9} {'CPU/target ms':>14} {'reload is':>10}")
+    print(
+        f"{'fan-out':16} {'wall ms':>9} {'client CPU ms':>14} {'per target':>11} "
+        f"{'agents CPU per target ms':>25} {'reload is':>10}"
+    )
     ours = median("reloadctl", 0)
     result: dict[str, object] = {
         "agents": len(targets),
@@ -352,11 +368,15 @@ def main() -> None:
         "runs": args.runs,
     }
     for kind in kinds:
-        wall, cpu = median(kind, 0), median(kind, 1)
-        print(f"{kind:16} {wall:9.1f} {cpu:9.1f} {cpu / len(targets):14.3f} {ours / wall:9.2f}x")
+        wall, cpu, agents_cpu = median(kind, 0), median(kind, 1), median(kind, 2)
+        print(
+            f"{kind:16} {wall:9.1f} {cpu:14.1f} {cpu / len(targets):11.3f} "
+            f"{agents_cpu / len(targets):25.3f} {ours / wall:9.2f}x"
+        )
         key = kind.replace(" ", "_").replace(".", "_")
         result[f"{key}_ms"] = round(wall, 1)
         result[f"{key}_cpu_ms"] = round(cpu, 1)
+        result[f"{key}_agents_cpu_per_target_ms"] = round(agents_cpu / len(targets), 3)
     print(
         f"\nround trips (best of 7, one target): reload {rt['reload']:.2f}, "
         f"status {rt['status']:.2f} (target <= {TARGET_ROUND_TRIPS})"
