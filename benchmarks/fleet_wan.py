@@ -153,6 +153,34 @@ def run(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
     return elapsed, (usage.ru_utime + usage.ru_stime) * 1000
 
 
+def streaming(argv: list[str], env: dict[str, str]) -> dict[str, float]:
+    """When NDJSON records reach our pipe: ms to the first, the median and the last record
+    (a live stream spreads them over the run; a buffered one delivers them all at the end)."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    watchdog = threading.Timer(300, proc.kill)
+    watchdog.start()
+    times = []
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith(b'{"target"'):
+                times.append((time.perf_counter() - started) * 1000)
+        proc.wait()
+    finally:
+        watchdog.cancel()
+        if proc.stdout is not None:
+            proc.stdout.close()
+    end = (time.perf_counter() - started) * 1000
+    return {
+        "records": len(times),
+        "first_ms": round(times[0], 1),
+        "median_ms": round(statistics.median(times), 1),
+        "last_ms": round(times[-1], 1),
+        "exit_ms": round(end, 1),
+    }
+
+
 def cpu_ms(pids: list[int]) -> float:
     """User + system CPU of processes ``pids`` so far (from /proc)."""
     total = 0
@@ -234,6 +262,8 @@ def scale(sizes: list[int], per_process: int, runs: int) -> None:
             wall, cpu = statistics.median(walls), statistics.median(cpus)
             rows.append({"n": n, "wall_ms": round(wall, 1), "cli_cpu_ms": round(cpu, 1),
                          "cli_cpu_per_target_ms": round(cpu / n, 3)})  # fmt: skip
+        (root / "fleetmod.py").write_text("VALUE = -1\n")
+        live = streaming([*argv[:2], *argv[3:]], env)  # the same run without -q
     finally:
         for proc in procs:
             proc.kill()
@@ -252,7 +282,12 @@ def scale(sizes: list[int], per_process: int, runs: int) -> None:
             f"{r['n']:>6} {r['wall_ms']:9.1f} {r['cli_cpu_ms']:11.1f} "
             f"{r['cli_cpu_per_target_ms']:18.3f}"
         )
-    print(json.dumps({"scale": rows, "per_process": per_process, "runs": runs}))
+    print(
+        f"\nNDJSON at N={max(sizes)} ({live['records']} records): first after "
+        f"{live['first_ms']:.0f} ms, half after {live['median_ms']:.0f} ms, last after "
+        f"{live['last_ms']:.0f} ms, exit after {live['exit_ms']:.0f} ms"
+    )
+    print(json.dumps({"scale": rows, "per_process": per_process, "runs": runs, "ndjson": live}))
 
 
 def main() -> None:
