@@ -152,6 +152,7 @@ class Host:
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     ports: list[int] = field(default_factory=list)
     scheme: str = "tcp"
+    veth: str = ""  # its end on the bridge, in the root namespace
 
     @property
     def addresses(self) -> list[str]:
@@ -200,7 +201,7 @@ class NetBed:
         outer, inner = f"rv{pid}x{self.n}h{i}", f"rw{pid}x{self.n}h{i}"
         ip = f"{self.subnet}.{HOST_OFFSET + i}"
         _ip("netns", "add", ns)
-        host = Host(i, ns, ip)
+        host = Host(i, ns, ip, veth=outer)
         _ip("link", "add", outer, "type", "veth", "peer", "name", inner)
         _ip("link", "set", inner, "netns", ns)
         _ip("link", "set", outer, "master", self.bridge)
@@ -333,6 +334,10 @@ class NetBed:
                     proc.stdout.close()
             _kill_ns_processes(host.ns)
             _ip("netns", "del", host.ns, check=False)
+            # the kernel frees a namespace (and its veth pair) only once nothing holds it;
+            # deleting our end now takes the pair down at once
+            if host.veth:
+                _ip("link", "del", host.veth, check=False)
         _ip("link", "del", self.bridge, check=False)
         with _lock:
             if self in _beds:

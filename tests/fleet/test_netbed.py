@@ -28,7 +28,9 @@ def test_bed_hosts_are_separate_and_torn_down(netbed: Callable[..., nb.NetBed]) 
     bed.close()
     listed = nb._ip("netns", "list").stdout
     assert not any(n in listed for n in names)
-    assert bed.bridge not in nb._ip("-o", "link", "show").stdout
+    links = nb._ip("-o", "link", "show").stdout
+    assert bed.bridge not in links
+    assert not any(h.veth in links for h in bed.hosts)
 
 
 @pytest.mark.timeout(120)
