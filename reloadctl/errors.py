@@ -50,6 +50,10 @@ class InventoryError(ConfigError):
     """The inventory file is malformed or names an unknown group."""
 
 
+class UsageError(ConfigError):
+    """The command line asks for something that cannot be done (the CLI exits 2)."""
+
+
 # -- agent side ---------------------------------------------------------------------------
 
 

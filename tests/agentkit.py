@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from reloadctl.proto import auth, codec
-from reloadctl.proto.messages import Reply, Request
+from reloadctl.proto.messages import AgentInfo, Reply, Request, StatusRequest
 
 SECRET = b"correct horse battery staple"
 
@@ -154,6 +154,36 @@ class AgentProcess:
             self.proc.kill()
             out, err = self.proc.communicate()
         return out, err
+
+
+def agent_status(address: str, secret: bytes | None = None) -> AgentInfo:
+    """A real status request to the agent at ``address``."""
+    from reloadctl.client.connection import execute
+    from reloadctl.secrets import Secret
+
+    info = execute(
+        address,
+        StatusRequest(),
+        secret=None if secret is None else Secret(secret),
+        connect_timeout=2,
+        timeout=5,
+    )
+    assert isinstance(info, AgentInfo)
+    return info
+
+
+def run_python(
+    code: str, env: dict[str, str], timeout: float = 20
+) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` (dedented) in a fresh interpreter with ``env`` added to ours."""
+    return subprocess.run(
+        [sys.executable, "-W", "ignore::DeprecationWarning", "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **env},
+        check=False,
+    )
 
 
 def wait_for(

@@ -14,7 +14,8 @@ import pytest
 from agentkit import short_tmpdir
 
 from reloadctl.agent import lifecycle
-from reloadctl.agent.lifecycle import Agent, start
+from reloadctl.agent.handle import Agent
+from reloadctl.agent.lifecycle import start
 
 #: Settings an outer environment could leak into a test's agent or client.
 ENV_VARS = (
@@ -26,7 +27,13 @@ ENV_VARS = (
     "RELOADCTL_AGENT_DISABLE",
     "RELOADCTL_AGENT_MAX_CONNECTIONS",
     "RELOADCTL_AGENT_INHERIT",
-    "RELOADCTL_TLS_CERT",
+    "RELOADCTL_AGENT_TLS_CERT",
+    "RELOADCTL_AGENT_TLS_KEY",
+    "RELOADCTL_AGENT_TLS_CA",
+    "RELOADCTL_CLIENT_TLS_CERT",
+    "RELOADCTL_CLIENT_TLS_KEY",
+    "RELOADCTL_CLIENT_TLS_CA",
+    "RELOADCTL_TLS_CERT",  # the old names, shared by agent and CLI
     "RELOADCTL_TLS_KEY",
     "RELOADCTL_TLS_CA",
 )

@@ -373,8 +373,8 @@ def _wait_ready(proc: subprocess.Popen[bytes], what: str) -> None:
 def make_tls(directory: Path, ips: list[str]) -> dict[str, str]:
     """A throwaway CA and one agent certificate valid for ``ips`` (openssl binary).
 
-    Returns the environment for agents (``RELOADCTL_TLS_CERT``/``_KEY``) and for clients
-    (``RELOADCTL_TLS_CA``).
+    Returns the environment for agents (``RELOADCTL_AGENT_TLS_CERT``/``_KEY``) and for clients
+    (``RELOADCTL_CLIENT_TLS_CA``).
     """
     openssl = shutil.which("openssl")
     if openssl is None:
@@ -398,9 +398,9 @@ def make_tls(directory: Path, ips: list[str]) -> dict[str, str]:
     for key in directory.glob("*.key"):
         key.chmod(0o600)
     return {
-        "RELOADCTL_TLS_CERT": str(directory / "agent.pem"),
-        "RELOADCTL_TLS_KEY": str(directory / "agent.key"),
-        "RELOADCTL_TLS_CA": str(directory / "ca.pem"),
+        "RELOADCTL_AGENT_TLS_CERT": str(directory / "agent.pem"),
+        "RELOADCTL_AGENT_TLS_KEY": str(directory / "agent.key"),
+        "RELOADCTL_CLIENT_TLS_CA": str(directory / "ca.pem"),
     }
 
 
@@ -524,18 +524,19 @@ def _silent(ports: list[int]) -> None:
 
 def _agents(ports: list[int], scheme: str, imports: list[str]) -> None:
     # Several agent servers in one process: a way to run many agents on few cores. Uses
-    # lifecycle internals (one _launch per address; start() allows one agent per process).
+    # Agent.launch (one per address; start() allows one agent per process).
     # They share one engine and sys.modules: a module is reloaded by the first of them and
     # is "unchanged" for the others, so this is not the same work as separate processes.
     from reloadctl.agent import config as settings
-    from reloadctl.agent import lifecycle
+    from reloadctl.agent.dispatch import EngineGate
+    from reloadctl.agent.handle import Agent
 
     for name in imports:
         __import__(name)
     agents = []
     for port in ports:
         cfg = settings.build_config(f"{scheme}://127.0.0.1:{port}")
-        agents.append(lifecycle._launch(cfg, lifecycle.EngineGate(), inherit=False))
+        agents.append(Agent.launch(cfg, EngineGate(), inherit=False))
     print("ready", flush=True)
     while True:
         time.sleep(3600)

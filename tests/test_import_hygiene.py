@@ -9,12 +9,19 @@ from pathlib import Path
 
 import pytest
 
-FORBIDDEN = ("typer", "rich", "pydantic", "click", "rpyc")
+FORBIDDEN = ("typer", "rich", "pydantic", "click", "rpyc", "IPython")
 
 
 @pytest.mark.parametrize(
     "module",
-    ["reloadctl.agent", "reloadctl.agent.auto", "reloadctl.agent.lifecycle", "reloadctl.secrets"],
+    [
+        "reloadctl.agent",
+        "reloadctl.agent.auto",
+        "reloadctl.agent.lifecycle",
+        "reloadctl.agent.server",
+        "reloadctl.transport",
+        "reloadctl.secrets",
+    ],
 )
 def test_agent_import_loads_nothing_heavy(module: str) -> None:
     code = (

@@ -24,12 +24,13 @@ if TYPE_CHECKING:
     from typing import Any
 
     from reloadctl.agent.engine import reload_modules, rollback_modules
-    from reloadctl.agent.lifecycle import Agent, start, start_in_children
+    from reloadctl.agent.handle import Agent
+    from reloadctl.agent.lifecycle import start, start_in_children
     from reloadctl.results import ModuleResult
 
 #: public name -> module that defines it
 _EXPORTS = {
-    "Agent": "reloadctl.agent.lifecycle",
+    "Agent": "reloadctl.agent.handle",
     "start": "reloadctl.agent.lifecycle",
     "start_in_children": "reloadctl.agent.lifecycle",
     "reload_modules": "reloadctl.agent.engine",
@@ -54,8 +55,8 @@ def __getattr__(name: str) -> Any:
     import importlib
 
     if module == "reloadctl.agent.engine":
-        # Rule 7 of the lifecycle: no fork in the middle of a reload, agent or not.
-        importlib.import_module("reloadctl.agent.lifecycle").guard_forks()
+        # agent.forks rule 1: no fork in the middle of a reload, agent or not.
+        importlib.import_module("reloadctl.agent.forks").guard_forks()
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value  # later lookups skip this function
     return value

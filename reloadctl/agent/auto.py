@@ -6,7 +6,7 @@ Rules:
    The variable is consumed (removed from ``os.environ``), so the programs this process
    starts do not start agents of their own from it.
 2. Without it, ``RELOADCTL_AGENT_INHERIT=1`` (exported by a parent whose agent passes on to
-   its workers, see ``agent.lifecycle`` rule 8) is honoured by worker processes only, as
+   its workers, see ``agent.forks`` rule 3) is honoured by worker processes only, as
    told by the command line (``sys.orig_argv``):
    - a multiprocessing child started by spawn (``--multiprocessing-fork``; uvicorn
      ``--workers``, ``Pool`` under spawn) starts its own agent on its default socket;

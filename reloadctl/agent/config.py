@@ -4,20 +4,24 @@ Environment variables (all optional):
 
 - ``RELOADCTL_AGENT_LISTEN``: listen address when ``start(listen=None)``; ``1`` (or empty)
   means the default unix socket. Also activates ``reloadctl.agent.auto``. The process whose
-  agent starts from it removes it from ``os.environ`` (``agent.lifecycle`` rule 8).
+  agent starts from it removes it from ``os.environ`` (``agent.lifecycle`` rule 4).
 - ``RELOADCTL_AGENT_ALLOW``: comma-separated fnmatch patterns of reloadable modules.
 - ``RELOADCTL_AGENT_READ_ONLY``: ``1`` refuses reload and rollback (status still works).
 - ``RELOADCTL_AGENT_DISABLE``: ``1`` is the kill switch: ``start()`` returns a disabled
   agent that listens nowhere.
 - ``RELOADCTL_AGENT_MAX_CONNECTIONS``: concurrent connections (default 16).
 - ``RELOADCTL_AGENT_INHERIT``: ``1`` gives the program's worker processes (forked children,
-  multiprocessing children) their own agents; see ``agent.lifecycle`` rule 8.
+  multiprocessing children) their own agents; see ``agent.forks`` rule 3.
 - ``RELOADCTL_AGENT_PROGRAM``: set by inheritance for spawned children: the ``prog`` of
   their socket names while their own ``sys.argv`` says only ``-c``.
 - ``RELOADCTL_SECRET_FILE`` / ``RELOADCTL_SECRET``: see ``reloadctl.secrets``.
-- ``RELOADCTL_TLS_CERT`` / ``RELOADCTL_TLS_KEY``: the agent's certificate chain and key
-  (PEM files) for ``tls://``; ``RELOADCTL_TLS_CA``: the CA that signs client certificates
-  (then every client must present one).
+- ``RELOADCTL_AGENT_TLS_CERT`` / ``RELOADCTL_AGENT_TLS_KEY``: the agent's certificate chain
+  and key (PEM files) for ``tls://``; ``RELOADCTL_AGENT_TLS_CA``: the CA that signs client
+  certificates (then every client must present one). The CLI's own TLS files are
+  ``RELOADCTL_CLIENT_TLS_*``, so one shared environment cannot change an agent's policy.
+  The old ``RELOADCTL_TLS_CERT``/``_KEY`` still work (one deprecation warning in the log);
+  the old ``RELOADCTL_TLS_CA`` meant "the agents' CA" to the CLI, so an agent that finds it
+  without ``RELOADCTL_AGENT_TLS_CA`` refuses to guess and says which name to set.
 
 ``tls://`` needs a certificate and key. Without a secret it also needs ``tls_ca``: mutual
 TLS then replaces the secret (the client proves itself with its certificate). With a
@@ -57,9 +61,13 @@ DISABLE_ENV: Final = "RELOADCTL_AGENT_DISABLE"
 MAX_CONNECTIONS_ENV: Final = "RELOADCTL_AGENT_MAX_CONNECTIONS"
 INHERIT_ENV: Final = "RELOADCTL_AGENT_INHERIT"
 PROGRAM_ENV: Final = "RELOADCTL_AGENT_PROGRAM"
-TLS_CERT_ENV: Final = "RELOADCTL_TLS_CERT"
-TLS_KEY_ENV: Final = "RELOADCTL_TLS_KEY"
-TLS_CA_ENV: Final = "RELOADCTL_TLS_CA"
+TLS_CERT_ENV: Final = "RELOADCTL_AGENT_TLS_CERT"
+TLS_KEY_ENV: Final = "RELOADCTL_AGENT_TLS_KEY"
+TLS_CA_ENV: Final = "RELOADCTL_AGENT_TLS_CA"
+#: The names agent and CLI used to share, before each side had its own.
+LEGACY_TLS_CERT_ENV: Final = "RELOADCTL_TLS_CERT"
+LEGACY_TLS_KEY_ENV: Final = "RELOADCTL_TLS_KEY"
+LEGACY_TLS_CA_ENV: Final = "RELOADCTL_TLS_CA"
 
 DEFAULT_MAX_CONNECTIONS: Final = 16
 #: Connections still in the handshake; the rest of the cap stays free for real clients.
@@ -190,20 +198,56 @@ def max_connections(environ: Mapping[str, str] | None = None) -> int:
 
 
 def tls_file(
-    value: str | os.PathLike[str] | None, env_name: str, environ: Mapping[str, str] | None = None
+    value: str | os.PathLike[str] | None,
+    env_name: str,
+    environ: Mapping[str, str] | None = None,
+    legacy_env: str | None = None,
 ) -> str | None:
-    """Argument, then the variable ``env_name``, then None; the file must be readable.
+    """Argument, then the variable ``env_name``, then the deprecated ``legacy_env`` (with a
+    warning in the log), then None; the file must be readable.
 
     Raises:
         ConfigError: the file named does not exist or cannot be read.
     """
-    raw = os.fspath(value) if value is not None else _env(environ).get(env_name, "").strip()
+    env = _env(environ)
+    source = env_name
+    raw = os.fspath(value) if value is not None else env.get(env_name, "").strip()
+    if not raw and value is None and legacy_env is not None:
+        raw = env.get(legacy_env, "").strip()
+        if raw:
+            source = legacy_env
+            _deprecated(legacy_env, env_name)
     if not raw:
         return None
     path = os.path.abspath(os.path.expanduser(raw))
     if not os.path.isfile(path) or not os.access(path, os.R_OK):
-        raise ConfigError(f"TLS file {path} (from {env_name} or argument) is not a readable file")
+        raise ConfigError(f"TLS file {path} (from {source} or argument) is not a readable file")
     return path
+
+
+def tls_ca_file(
+    value: str | os.PathLike[str] | None, environ: Mapping[str, str] | None = None
+) -> str | None:
+    """Argument, then ``RELOADCTL_AGENT_TLS_CA``, then None (client certificates optional).
+
+    Raises:
+        ConfigError: the file is unreadable, or only the old ``RELOADCTL_TLS_CA`` is set: to
+            the CLI that name meant the CA of the agents, so an agent cannot tell whether it
+            was meant to make client certificates mandatory.
+    """
+    path = tls_file(value, TLS_CA_ENV, environ)
+    if path is None and _env(environ).get(LEGACY_TLS_CA_ENV, "").strip():
+        raise ConfigError(
+            f"{LEGACY_TLS_CA_ENV} is no longer read by the agent (the CLI read it as the "
+            f"agents' CA): set {TLS_CA_ENV} to require client certificates, or unset it"
+        )
+    return path
+
+
+def _deprecated(old: str, new: str) -> None:
+    import logging  # only on this path: the host may not use logging at all
+
+    logging.getLogger(__name__).warning("%s is deprecated: use %s", old, new)
 
 
 def agent_secret(
@@ -243,9 +287,9 @@ def build_config(
     the_secret = agent_secret(secret, secret_file, environ)
     cert = key = ca = None
     if address.scheme == "tls":
-        cert = tls_file(tls_cert, TLS_CERT_ENV, environ)
-        key = tls_file(tls_key, TLS_KEY_ENV, environ)
-        ca = tls_file(tls_ca, TLS_CA_ENV, environ)
+        cert = tls_file(tls_cert, TLS_CERT_ENV, environ, LEGACY_TLS_CERT_ENV)
+        key = tls_file(tls_key, TLS_KEY_ENV, environ, LEGACY_TLS_KEY_ENV)
+        ca = tls_ca_file(tls_ca, environ)
         if cert is None or key is None:
             raise ConfigError(
                 f"listening on {address} needs a certificate and its key: set "

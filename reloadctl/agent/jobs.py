@@ -1,5 +1,13 @@
 """Reload and rollback jobs: one worker thread runs them in order; clients poll their results.
 
+Results arrive per job, not per module: a reload is one transaction (the engine applies
+the whole batch or rolls all of it back), so a job's results are set all at once, when
+the engine call returns. Streaming them module by module would show a module
+``reloaded`` and then, when a later module of the batch fails, ``failed``
+(``RolledBack``); a result once seen is final. The poll cursor therefore only splits a
+large answer over several replies (``service.encode_events``); a poll that waits returns
+when the whole job is decided.
+
 Rules:
 1. ``submit`` queues a job and returns its id at once; jobs run one at a time, in order, on
    ONE daemon thread (``reloadctl-worker``, started with the first job), never on a
@@ -14,8 +22,9 @@ Rules:
      guarantee); its late results are logged, not reported, and ``status`` shows any
      patched module.
 4. ``poll(job, cursor, wait_s)`` returns the results from ``cursor`` on, waiting at most
-   ``min(wait_s, MAX_WAIT_S)`` seconds for something new; ``done`` is set once the job's
-   results are final. An unknown or expired job raises ``UnknownJob``.
+   ``min(wait_s, MAX_WAIT_S)`` seconds for something new; ``done`` is set with the job's
+   results, which are final and complete (one result per module). An unknown or expired
+   job raises ``UnknownJob``.
 5. An engine that raises (a bug), whatever it raises (``SystemExit`` and
    ``KeyboardInterrupt`` from a module body or hook included), fails every module of the job
    with the exception's class name; the worker survives everything and nothing reaches
@@ -35,6 +44,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from reloadctl.agent.dispatch import EngineGate
 from reloadctl.errors import AgentError
 from reloadctl.proto.messages import JobEvents, ReloadRequest, RollbackRequest
 from reloadctl.results import FAILED, ErrorInfo, ModuleResult, PatchedModule
@@ -78,13 +88,6 @@ class UnknownJob(AgentError):
     """No such job: it never existed or has expired."""
 
 
-def load_engine() -> Engine:
-    """Import the real engine (lazily: it is only needed once a job runs)."""
-    from reloadctl.agent import engine
-
-    return engine
-
-
 @dataclass(slots=True, eq=False)
 class Job:
     """One accepted request and what is known of its outcome (guarded by the manager's lock)."""
@@ -111,16 +114,23 @@ def timeout_results(modules: Sequence[str], reason: str) -> list[ModuleResult]:
 
 
 class JobManager:
-    """Queue, run and report jobs (rules 1-5). Thread-safe."""
+    """Queue, run and report jobs (rules 1-5). Thread-safe.
+
+    Args:
+        allow: fnmatch patterns of the modules the engine may touch (None: all).
+        engine: what runs the jobs (default: the real engine, imported by the first job,
+            ``dispatch.EngineGate``).
+        clock: monotonic seconds.
+    """
 
     def __init__(
         self,
         allow: Sequence[str] | None = None,
-        engine_loader: Callable[[], Engine] = load_engine,
+        engine: Engine | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._allow = None if allow is None else list(allow)
-        self._engine_loader = engine_loader
+        self._engine: Engine = EngineGate() if engine is None else engine
         self._clock = clock
         self._cond = threading.Condition()
         self._jobs: OrderedDict[str, Job] = OrderedDict()
@@ -185,10 +195,9 @@ class JobManager:
             )
 
     def patched_modules(self) -> list[PatchedModule]:
-        """The engine's ``patched_modules()`` (rule 6); empty when the engine cannot be
-        loaded or fails."""
+        """The engine's ``patched_modules()`` (rule 6); empty when the engine fails."""
         try:
-            return list(self._engine_loader().patched_modules())
+            return list(self._engine.patched_modules())
         except BaseException:  # status must answer even with a broken engine
             log.exception("engine patched_modules() failed")
             return []
@@ -201,10 +210,6 @@ class JobManager:
             self._cond.notify_all()
         if worker is not None and worker is not threading.current_thread():
             worker.join(timeout)
-
-    def worker_alive(self) -> bool:
-        """True while the worker thread runs (tests check it ends after ``stop``)."""
-        return self._worker is not None and self._worker.is_alive()
 
     # -- internals (call with the lock held) -----------------------------------------------
 
@@ -288,7 +293,7 @@ class JobManager:
     def _run(self, job: Job) -> list[ModuleResult]:
         request = job.request
         try:
-            engine = self._engine_loader()
+            engine = self._engine
             if isinstance(request, ReloadRequest):
                 results = engine.reload_modules(
                     list(request.modules),

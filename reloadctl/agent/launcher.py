@@ -11,8 +11,8 @@ Rules:
    or a normal return (status 0) work as with plain ``python``.
 4. A usage error or an agent that cannot start prints one line to stderr and exits 2
    (usage) or 1 (agent); this is a command-line tool, so printing is allowed here only.
-5. The program's worker processes get their own agents (inheritance, ``agent.lifecycle``
-   rule 8: forked children, multiprocessing children) unless ``--no-inherit``.
+5. The program's worker processes get their own agents (inheritance, ``agent.forks``
+   rule 3: forked children, multiprocessing children) unless ``--no-inherit``.
 6. A known pre-fork server (``auto.prefork_server``: gunicorn, uvicorn/hypercorn with
    workers, celery's prefork worker) gets no agent in its master, only in its workers
    (``start_in_children``), unless ``--master`` asks for one there too; ``--listen`` then

@@ -36,19 +36,9 @@ import reloadctl
 from reloadctl.agent.config import AgentConfig, current_program
 from reloadctl.agent.jobs import JobManager, JobsBusy, UnknownJob
 from reloadctl.errors import AuthenticationError, LocalProtocolError, RemoteProtocolError
-from reloadctl.proto import codec
+from reloadctl.proto import codec, messages
 from reloadctl.proto.auth import Session
-from reloadctl.proto.messages import (
-    AgentInfo,
-    ErrorReply,
-    JobAccepted,
-    JobEvents,
-    PollRequest,
-    ReloadRequest,
-    Reply,
-    RollbackRequest,
-    StatusRequest,
-)
+from reloadctl.proto.messages import ErrorReply, JobEvents, Reply
 from reloadctl.results import ModuleResult
 
 TYPE_CHECKING = False
@@ -73,9 +63,9 @@ class AgentState:
     started_monotonic: float = field(default_factory=time.monotonic)
     request_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
-    def info(self) -> AgentInfo:
+    def info(self) -> messages.AgentInfo:
         """This agent's ``AgentInfo`` (asks the engine for patched modules)."""
-        return AgentInfo(
+        return messages.AgentInfo(
             pid=os.getpid(),
             program=current_program(),
             python="{}.{}.{}".format(*sys.version_info[:3]),
@@ -129,12 +119,18 @@ def encode_events(events: JobEvents, version: int = codec.VERSION) -> bytes:
 
 
 class AgentService(Service):  # type: ignore[misc]
-    """One instance per connection; see the module rules."""
+    """One instance per connection; see the module rules.
 
-    def __init__(self, state: AgentState) -> None:
+    Args:
+        state: what every connection of the agent shares.
+        session: the connection's authenticated session (None: every request is refused).
+        peer: who is at the other end, for the logs.
+    """
+
+    def __init__(self, state: AgentState, session: Session | None, peer: str = "?") -> None:
         self._state = state
-        self._session: Session | None = None
-        self._peer = "?"
+        self._session = session if isinstance(session, Session) else None
+        self._peer = peer
 
     def __repr__(self) -> str:
         return "<reloadctl agent>"
@@ -150,10 +146,6 @@ class AgentService(Service):  # type: ignore[misc]
     # -- rpyc hooks ------------------------------------------------------------------------
 
     def on_connect(self, conn: Any) -> None:
-        credentials = conn._config.get("credentials") or {}
-        session = credentials.get("session")
-        self._session = session if isinstance(session, Session) else None
-        self._peer = str(credentials.get("peer", "?"))
         log.info("agent: connection from %s", self._peer)
 
     def on_disconnect(self, conn: Any) -> None:
@@ -185,7 +177,7 @@ class AgentService(Service):  # type: ignore[misc]
         request_id = f"r{next(self._state.request_ids)}"
         version = [1]  # the reply speaks the request's version (protocol 1 if unreadable)
         try:
-            reply = self._dispatch(session, frame, poll=poll, request_id=request_id, out=version)
+            reply = self._answer(session, frame, poll=poll, request_id=request_id, out=version)
         except BaseException:  # rule 2: an agent bug (or a hook's SystemExit) still answers
             log.exception("request %s from %s: agent error", request_id, self._peer)
             reply = ErrorReply("internal", "agent error; see the agent's log")
@@ -200,7 +192,7 @@ class AgentService(Service):  # type: ignore[misc]
             data = codec.encode(ErrorReply("internal", "reply could not be encoded"), 1)
         return session.seal(data)
 
-    def _dispatch(
+    def _answer(
         self, session: Session, frame: object, *, poll: bool, request_id: str, out: list[int]
     ) -> Reply:
         if type(frame) is not bytes:
@@ -217,17 +209,17 @@ class AgentService(Service):  # type: ignore[misc]
             log.warning("request %s from %s: protocol error: %s", request_id, self._peer, exc)
             return ErrorReply("protocol", str(exc))
         if poll:
-            if not isinstance(request, PollRequest):
+            if not isinstance(request, messages.PollRequest):
                 return ErrorReply("protocol", "poll takes a poll request only")
             return self._poll(request)
-        if isinstance(request, StatusRequest):
+        if isinstance(request, messages.StatusRequest):
             log.info("request %s from %s: status", request_id, self._peer)
             return self._state.info()
-        if isinstance(request, (ReloadRequest, RollbackRequest)):
+        if isinstance(request, (messages.ReloadRequest, messages.RollbackRequest)):
             return self._submit(request, request_id)
         return ErrorReply("protocol", "submit takes reload, rollback or status requests")
 
-    def _poll(self, request: PollRequest) -> Reply:
+    def _poll(self, request: messages.PollRequest) -> Reply:
         try:
             events = self._state.jobs.poll(request.job, request.cursor, request.wait_s)
         except UnknownJob:
@@ -236,8 +228,10 @@ class AgentService(Service):  # type: ignore[misc]
             log.debug("poll of job %s by %s: done", request.job, self._peer)
         return events
 
-    def _submit(self, request: ReloadRequest | RollbackRequest, request_id: str) -> Reply:
-        kind = "reload" if isinstance(request, ReloadRequest) else "rollback"
+    def _submit(
+        self, request: messages.ReloadRequest | messages.RollbackRequest, request_id: str
+    ) -> Reply:
+        kind = "reload" if isinstance(request, messages.ReloadRequest) else "rollback"
         modules = list(request.modules)
         what = f"{kind} {modules}" + (" (dry run)" if getattr(request, "dry_run", False) else "")
         if self._state.config.read_only:
@@ -263,5 +257,5 @@ class AgentService(Service):  # type: ignore[misc]
             return ErrorReply("busy", str(exc))
         log.info("request %s from %s: %s accepted as job %s", request_id, self._peer, what, job)
         if request.wait_s > 0:  # protocol 2: the finished job in the submit reply
-            return self._poll(PollRequest(job, 0, request.wait_s))
-        return JobAccepted(job)
+            return self._poll(messages.PollRequest(job, 0, request.wait_s))
+        return messages.JobAccepted(job)

@@ -17,17 +17,22 @@ Rules:
 4. Cancelling (the ``cancel`` event, ``--fail-fast``, or Ctrl-C in the calling thread) stops
    scheduling: targets not started are ``not_attempted``; in-flight targets get up to
    ``interrupt_grace`` seconds to finish, then are ``timeout``. A second Ctrl-C stops
-   waiting at once.
+   waiting at once. While ``run`` runs in the main thread, Ctrl-C is counted by a signal
+   handler instead of raised, so it can arrive anywhere (in ``on_outcome``, while a target
+   is being scheduled) without losing the records of targets that already answered.
 5. ``on_outcome`` is called in the thread that called ``run`` (never in a worker), in
    completion order, as soon as each outcome is known; worker threads never print.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import queue
+import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Protocol
 
@@ -43,7 +48,6 @@ from reloadctl.results import (
     AUTH_FAILED,
     FAILED,
     NOT_ATTEMPTED,
-    NOT_LOADED,
     REFUSED,
     TIMEOUT,
     UNREACHABLE,
@@ -52,6 +56,7 @@ from reloadctl.results import (
 )
 
 if TYPE_CHECKING:
+    from reloadctl.client.connection import TlsSettings
     from reloadctl.client.targets import Target
     from reloadctl.secrets import Secret
 
@@ -61,7 +66,7 @@ __all__ = [
     "FanoutReport",
     "Outcome",
     "Transport",
-    "modules_loaded_nowhere",
+    "default_transport",
     "run",
     "unanswered",
 ]
@@ -223,7 +228,8 @@ def _error(exc: BaseException) -> ErrorInfo:
     return ErrorInfo(type(exc).__name__, str(exc) or type(exc).__name__)
 
 
-def _default_transport() -> Transport:
+def default_transport(tls: TlsSettings | None = None) -> Transport:
+    """The real transport: ``connection.execute``, with ``tls`` for ``tls://`` targets."""
     # Imported here: connection pulls in rpyc, which --help and `targets` must not pay for.
     # connection imports rpyc lazily, on its first call. rpyc's modules import each other
     # in a cycle, and two worker threads importing them at once hit CPython's import
@@ -235,8 +241,32 @@ def _default_transport() -> Transport:
 
     from reloadctl.client import connection
 
-    execute: Transport = connection.execute
-    return execute
+    if tls is None:
+        execute: Transport = connection.execute
+        return execute
+    return functools.partial(connection.execute, tls=tls)
+
+
+@contextlib.contextmanager
+def _counted_interrupts() -> Iterator[list[int]]:
+    """Count Ctrl-C presses (rule 4) instead of raising, in the main thread, while open.
+
+    Where SIGINT is not Python's default (ignored, or the program's own handler) or this is
+    not the main thread, nothing is installed and a ``KeyboardInterrupt`` is still handled
+    where ``run`` waits.
+    """
+    presses: list[int] = []
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield presses
+        return
+    signal.signal(signal.SIGINT, lambda signum, _frame: presses.append(signum))
+    try:
+        yield presses
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def run(
@@ -255,7 +285,7 @@ def run(
         targets: the selection, in order; outcomes come back in this order too.
         request: a reload, rollback or status request.
         options: concurrency and time bounds (rules 2-4).
-        transport: the call to make per target; default ``connection.execute``.
+        transport: the call to make per target; default ``default_transport()``.
         secret_for: the secret for a target (None: no secret).
         on_outcome: called with each outcome as soon as it is known (rule 5).
         cancel: set it (from any thread, or from ``on_outcome``) to stop scheduling.
@@ -264,7 +294,7 @@ def run(
         A ``FanoutReport`` with one outcome per target (rule 1).
     """
     opts = options or FanoutOptions()
-    call = transport or _default_transport()
+    call = transport or default_transport()
     cancel = cancel or threading.Event()
     started = time.monotonic()
     deadline_at = None if opts.deadline is None else started + opts.deadline
@@ -329,74 +359,66 @@ def run(
             error = ErrorInfo("TargetTimeout" if status == TIMEOUT else "NotAttempted", message)
             finish(index, unanswered(targets[index], request, status, error, time.monotonic()))
 
-    try:
-        while pending or inflight:
-            stopping = cancel.is_set() or interrupted
-            if stopping and pending:
-                why = "interrupted" if interrupted else "the run was stopped before this target"
-                abandon(pending, NOT_ATTEMPTED, why)
-                pending.clear()
-            while pending and len(inflight) < opts.parallel and not cancel.is_set():
-                start(pending.pop())
-            if not inflight:
-                continue
-            now = time.monotonic()
-            if stopping and stop_waiting_at is None:
-                stop_waiting_at = now + opts.interrupt_grace
-            wake = min(inflight.values())
-            if deadline_at is not None:
-                wake = min(wake, deadline_at)
-            if stop_waiting_at is not None:
-                wake = min(wake, stop_waiting_at)
-            try:
-                index, outcome = results.get(timeout=max(0.0, min(wake - now, _POLL_S)))
-            except queue.Empty:
-                pass
-            except KeyboardInterrupt:
-                if interrupted:  # the second Ctrl-C: stop waiting for anyone
-                    stop_waiting_at = time.monotonic()
-                interrupted = True
-                cancel.set()
-            else:
-                idle += 1
-                if index in inflight:  # else it was already given up on: drop the late answer
-                    finish(index, outcome)
-            now = time.monotonic()
-            if deadline_at is not None and now >= deadline_at:
-                deadline_hit = True
-                why = f"the global deadline of {opts.deadline:g}s passed"
-                abandon(list(inflight), TIMEOUT, why)
-                abandon(pending, NOT_ATTEMPTED, why)
-                pending.clear()
-            elif stop_waiting_at is not None and now >= stop_waiting_at:
-                abandon(list(inflight), TIMEOUT, "no answer before the run was stopped")
-            else:
-                late = [i for i, due in inflight.items() if now >= due]
-                abandon(late, TIMEOUT, "no answer within the connect and operation timeouts")
-    finally:
-        for _ in range(workers):  # one each: a worker still in an abandoned call ends after it
-            work.put(None)
+    def interrupt() -> None:
+        nonlocal interrupted, stop_waiting_at
+        if interrupted:  # the second Ctrl-C: stop waiting for anyone
+            stop_waiting_at = time.monotonic()
+        interrupted = True
+        cancel.set()
+
+    handled = 0  # Ctrl-C presses acted on
+    with _counted_interrupts() as presses:
+        try:
+            while pending or inflight:
+                while handled < len(presses):
+                    handled += 1
+                    interrupt()
+                stopping = cancel.is_set() or interrupted
+                if stopping and pending:
+                    why = "interrupted" if interrupted else "the run was stopped before this target"
+                    abandon(pending, NOT_ATTEMPTED, why)
+                    pending.clear()
+                while pending and len(inflight) < opts.parallel and not cancel.is_set():
+                    start(pending.pop())
+                if not inflight:
+                    continue
+                now = time.monotonic()
+                if stopping and stop_waiting_at is None:
+                    stop_waiting_at = now + opts.interrupt_grace
+                wake = min(inflight.values())
+                if deadline_at is not None:
+                    wake = min(wake, deadline_at)
+                if stop_waiting_at is not None:
+                    wake = min(wake, stop_waiting_at)
+                try:
+                    index, outcome = results.get(timeout=max(0.0, min(wake - now, _POLL_S)))
+                except queue.Empty:
+                    pass
+                except KeyboardInterrupt:
+                    interrupt()
+                else:
+                    idle += 1
+                    if index in inflight:  # else it was already given up on: drop the late answer
+                        finish(index, outcome)
+                now = time.monotonic()
+                if deadline_at is not None and now >= deadline_at:
+                    deadline_hit = True
+                    why = f"the global deadline of {opts.deadline:g}s passed"
+                    abandon(list(inflight), TIMEOUT, why)
+                    abandon(pending, NOT_ATTEMPTED, why)
+                    pending.clear()
+                elif stop_waiting_at is not None and now >= stop_waiting_at:
+                    abandon(list(inflight), TIMEOUT, "no answer before the run was stopped")
+                else:
+                    late = [i for i, due in inflight.items() if now >= due]
+                    abandon(late, TIMEOUT, "no answer within the connect and operation timeouts")
+        finally:
+            for _ in range(workers):  # one each: a worker still in an abandoned call ends after it
+                work.put(None)
+        interrupted = interrupted or handled < len(presses)  # pressed as the last one answered
     return FanoutReport(
         outcomes=tuple(done[i] for i in range(len(targets))),
         interrupted=interrupted,
         cancelled=cancel.is_set() and not interrupted,
         deadline_hit=deadline_hit,
     )
-
-
-def modules_loaded_nowhere(outcomes: Sequence[Outcome]) -> list[str]:
-    """Requested modules that no target reported loaded, though some target said not_loaded.
-
-    Such a module is usually a typo: its ``not_loaded`` results count as failures. A module
-    for which every target failed to answer is not in this list (nobody could tell).
-    """
-    seen: dict[str, bool] = {}  # module -> some target has it loaded (answered otherwise)
-    for outcome in outcomes:
-        if outcome.status != ANSWERED:
-            continue
-        for r in outcome.results:
-            if r.status == NOT_LOADED:
-                seen.setdefault(r.module, False)
-            else:
-                seen[r.module] = True
-    return [m for m, loaded in seen.items() if not loaded]

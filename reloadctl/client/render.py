@@ -13,8 +13,10 @@ Rules:
 3. Results go to ``out`` (stdout), progress to ``err`` (stderr): one line per target, or a
    single self-rewriting line when ``err`` is a terminal and the output is a table;
    nothing when quiet.
-4. Records are built only from message values (``Outcome``/``ModuleResult``/``AgentInfo``);
-   this is the one place that turns them into dicts.
+4. Records are built only from values (``Outcome``/``ModuleResult``/``AgentInfo``, and
+   ``Target`` for the ``targets`` preview); this is the one place that turns them into dicts.
+5. Counts a person reads agree in number ("1 target", "2 targets"); a rollback's module
+   (``reloaded`` with ``restored`` actions) says "rolled back to the previous version".
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable, Sequence
-from typing import Final, TextIO
+from typing import TYPE_CHECKING, Final, TextIO
 
 from reloadctl.client.fanout import ANSWERED, Outcome
 from reloadctl.proto.messages import AgentInfo
@@ -40,13 +42,19 @@ from reloadctl.results import (
     ModuleResult,
 )
 
+if TYPE_CHECKING:
+    from reloadctl.client.targets import Target
+
 __all__ = [
     "OUTPUTS",
     "Renderer",
     "agent_record",
     "format_table",
     "module_record",
+    "plural",
     "summarize",
+    "target_record",
+    "write_targets",
 ]
 
 OUTPUTS: Final = ("table", "json", "ndjson")
@@ -132,6 +140,11 @@ def _ordered(counts: dict[str, int]) -> dict[str, int]:
     return ordered
 
 
+def plural(n: int, noun: str) -> str:
+    """``1 target``, ``2 targets``, ``0 targets`` (rule 5)."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def _recap(summary: dict[str, int]) -> str:
     return ", ".join(f"{n} {s}" for s, n in summary.items()) or "nothing to report"
 
@@ -162,9 +175,15 @@ def format_table(rows: Sequence[Sequence[str]]) -> list[str]:
     return ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
 
 
+#: The DETAIL of a rollback's module (rule 5): its actions are all ``restored``.
+ROLLED_BACK_DETAIL: Final = "rolled back to the previous version"
+
+
 def _detail(result: ModuleResult) -> str:
     if result.error is not None:
         return _one_line(f"{result.error.type}: {result.error.message}")
+    if result.actions and all(a.kind == "restored" for a in result.actions):
+        return ROLLED_BACK_DETAIL
     kinds: dict[str, int] = {}
     for a in result.actions:
         kinds[a.kind] = kinds.get(a.kind, 0) + 1
@@ -191,6 +210,7 @@ class Renderer:
         quiet: no progress at all.
         live: rewrite one progress line in place instead of printing a line per target.
         verbose: the table shows tracebacks of failed modules.
+        noun: what the recap counts (``target``; ``agent`` for ``ps``).
     """
 
     def __init__(
@@ -204,6 +224,7 @@ class Renderer:
         quiet: bool = False,
         live: bool = False,
         verbose: bool = False,
+        noun: str = "target",
     ) -> None:
         if output not in OUTPUTS:
             raise ValueError(f"unknown output {output!r}")
@@ -215,6 +236,7 @@ class Renderer:
         self.quiet = quiet
         self.live = live and output == "table"
         self.verbose = verbose
+        self.noun = noun
         self.records: list[dict[str, object]] = []
         self.outcomes: list[Outcome] = []
         self._started = time.monotonic()
@@ -280,9 +302,8 @@ class Renderer:
         self.out.flush()
         if not self.quiet and self.output != "table":
             elapsed = (time.monotonic() - self._started) * 1000
-            self.err.write(
-                f"{len(self.outcomes)} targets in {_ms(elapsed)} ms: {_recap(summary)}\n"
-            )
+            count = plural(len(self.outcomes), self.noun)
+            self.err.write(f"{count} in {_ms(elapsed)} ms: {_recap(summary)}\n")
             self.err.flush()
 
     def _table_lines(self, summary: dict[str, int]) -> list[str]:
@@ -331,7 +352,7 @@ class Renderer:
                         lines.append(f"{o.target.name} {r.module}:")
                         lines.extend("  " + t for t in r.error.traceback.rstrip().splitlines())
         lines.append("")
-        lines.append(f"{len(self.outcomes)} targets: {_recap(summary)}")
+        lines.append(f"{plural(len(self.outcomes), self.noun)}: {_recap(summary)}")
         return lines
 
 
@@ -339,3 +360,30 @@ def _detail_of(outcome: Outcome) -> str:
     if outcome.error is None:
         return ""
     return _one_line(f"{outcome.error.type}: {outcome.error.message}")
+
+
+def target_record(target: Target) -> dict[str, object]:
+    """The record of one selected target, for ``targets`` (rule 4)."""
+    return {
+        "target": target.name,
+        "address": target.address,
+        "group": target.group,
+        "labels": dict(target.labels),
+        "problem": target.problem or None,
+    }
+
+
+def write_targets(targets: Sequence[Target], output: str, out: TextIO) -> None:
+    """The ``targets`` preview: one record per line, one document, or a table."""
+    if output == "ndjson":
+        for t in targets:
+            out.write(json.dumps(target_record(t), separators=(",", ":")) + "\n")
+    elif output == "json":
+        out.write(json.dumps({"targets": [target_record(t) for t in targets]}, indent=2) + "\n")
+    else:
+        rows = [["TARGET", "ADDRESS", "GROUP", "LABELS", "PROBLEM"]]
+        for t in targets:
+            labels = ",".join(f"{k}={v}" for k, v in t.labels)
+            rows.append([t.name, t.address, t.group or "-", labels or "-", t.problem or "-"])
+        out.write("\n".join(format_table(rows)) + "\n")
+    out.flush()

@@ -6,12 +6,10 @@ Rules:
    of all selected targets, at least 1). Without ``--batch``, everything after the canary is
    one batch. A batch boundary is a gate: the next batch starts only after every target of
    the previous one has an outcome.
-2. A target failed when any of its module statuses is not ``reloaded``/``unchanged``/
-   ``not_loaded`` (for ping/status: when it did not answer); ``unreachable`` counts as failed
-   unless ``ignore_unreachable``; ``not_attempted`` never counts.
-3. ``--max-failures N`` aborts when failures are strictly more than N; ``P%`` when the
-   failed share is strictly more than P %. Both are checked per batch (against the batch
-   size) and cumulatively (against targets attempted so far), after each batch.
+2. Whether a target failed, and whether ``--max-failures`` is exceeded (per batch and
+   cumulatively, after each batch), is decided by ``client.verdict`` (its rules 2-3).
+3. After the canary, a module that no canary target has loaded (a typo, usually) stops the
+   rollout before the next batch (``verdict`` rule 4).
 4. ``--fail-fast`` stops scheduling at the first failed target (targets in flight finish)
    and aborts the rollout.
 5. On abort every target not attempted gets ``not_attempted`` records, and the report says
@@ -34,10 +32,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-from reloadctl.client.fanout import ANSWERED, FanoutReport, Outcome, unanswered
+from reloadctl.client.fanout import FanoutReport, Outcome, unanswered
+from reloadctl.client.verdict import canary_breach, exceeded, target_failed, threshold_breach
 from reloadctl.errors import ConfigError
 from reloadctl.proto.messages import ReloadRequest, RollbackRequest, StatusRequest
-from reloadctl.results import NOT_ATTEMPTED, OK_STATUSES, RELOADED, UNREACHABLE, ErrorInfo
+from reloadctl.results import NOT_ATTEMPTED, RELOADED, ErrorInfo
 
 __all__ = [
     "RolloutPlan",
@@ -52,7 +51,6 @@ __all__ = [
     "rollback_command",
     "rollout_dir",
     "run_rollout",
-    "target_failed",
 ]
 
 PAUSED: Final = "paused"
@@ -88,16 +86,14 @@ class Size:
 
 @dataclass(frozen=True, slots=True)
 class Threshold:
-    """``--max-failures``: a count or a percentage that must be strictly exceeded."""
+    """``--max-failures``: a count or a percentage to exceed strictly (``verdict`` rule 3)."""
 
     value: int
     percent: bool = False
 
     def exceeded(self, failed: int, total: int) -> bool:
         """True when ``failed`` out of ``total`` is strictly more than the threshold."""
-        if self.percent:
-            return total > 0 and failed * 100 > self.value * total
-        return failed > self.value
+        return exceeded(failed, total, value=self.value, percent=self.percent)
 
     def __str__(self) -> str:
         return f"{self.value}%" if self.percent else str(self.value)
@@ -167,17 +163,6 @@ def batch_sizes(total: int, plan: RolloutPlan) -> list[int]:
         remaining -= size
         i += 1
     return sizes
-
-
-def target_failed(outcome: Outcome, *, ignore_unreachable: bool = False) -> bool:
-    """Rule 2."""
-    statuses = [r.status for r in outcome.results] or [outcome.status]
-    for status in statuses:
-        if status == NOT_ATTEMPTED or (ignore_unreachable and status == UNREACHABLE):
-            continue
-        if status not in OK_STATUSES and status != ANSWERED:
-            return True
-    return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -338,17 +323,16 @@ def run_rollout(
             if plan.fail_fast and failed:
                 aborted = f"--fail-fast: {failed[0].target.name} failed in batch {number}"
             elif plan.max_failures is not None:
-                t = plan.max_failures
-                if t.exceeded(len(failed), len(batch)):
-                    aborted = (
-                        f"--max-failures {t}: {len(failed)} of {len(batch)} targets failed "
-                        f"in batch {number}, more than {t}"
-                    )
-                elif t.exceeded(failed_total, attempted):
-                    aborted = (
-                        f"--max-failures {t}: {failed_total} of {attempted} targets failed "
-                        f"so far, more than {t}"
-                    )
+                aborted = threshold_breach(
+                    plan.max_failures,
+                    batch=number,
+                    failed=len(failed),
+                    size=len(batch),
+                    failed_total=failed_total,
+                    attempted=attempted,
+                )
+            if not aborted and plan.canary and number == 1 and position < len(targets):
+                aborted = canary_breach(report.outcomes)
             if aborted:
                 break
             if plan.pause and number == 1 and position < len(targets):

@@ -21,6 +21,8 @@ class GatedEngine:
         self.gate = threading.Event()
         self.calls: list[tuple[str, tuple[str, ...], str]] = []
         self.raise_next: BaseException | None = None
+        #: the threads that ran engine calls (the job worker)
+        self.threads: list[threading.Thread] = []
 
     def reload_modules(
         self,
@@ -31,6 +33,7 @@ class GatedEngine:
         allow: Sequence[str] | None = None,
     ) -> list[ModuleResult]:
         self.calls.append(("reload", tuple(names), threading.current_thread().name))
+        self.threads.append(threading.current_thread())
         self.gate.wait(10)
         if self.raise_next is not None:
             exc, self.raise_next = self.raise_next, None
@@ -41,6 +44,7 @@ class GatedEngine:
         self, names: Sequence[str], *, allow: Sequence[str] | None = None
     ) -> list[ModuleResult]:
         self.calls.append(("rollback", tuple(names), threading.current_thread().name))
+        self.threads.append(threading.current_thread())
         return [ModuleResult(n, "reloaded") for n in names]
 
     def patched_modules(self) -> list[PatchedModule]:
@@ -56,11 +60,11 @@ def engine() -> Iterator[GatedEngine]:
 
 @pytest.fixture
 def manager(engine: GatedEngine) -> Iterator[JobManager]:
-    m = JobManager(engine_loader=lambda: engine)  # type: ignore[arg-type,return-value]
+    m = JobManager(engine=engine)
     yield m
     engine.gate.set()
     m.stop()
-    assert not m.worker_alive()
+    assert not any(worker.is_alive() for worker in engine.threads)
 
 
 def test_jobs_run_in_order_on_one_worker_thread(manager: JobManager, engine: GatedEngine) -> None:
@@ -130,7 +134,7 @@ def test_engine_exception_fails_every_module_and_worker_survives(
 
 def test_finished_jobs_expire(engine: GatedEngine, monkeypatch: pytest.MonkeyPatch) -> None:
     now = [1000.0]
-    manager = JobManager(engine_loader=lambda: engine, clock=lambda: now[0])  # type: ignore[arg-type,return-value]
+    manager = JobManager(engine=engine, clock=lambda: now[0])
     engine.gate.set()
     try:
         job = manager.submit(ReloadRequest(("a",)))

@@ -6,7 +6,15 @@ import io
 import json
 
 from reloadctl.client.fanout import ANSWERED, Outcome
-from reloadctl.client.render import Renderer, agent_record, module_record, summarize
+from reloadctl.client.render import (
+    Renderer,
+    agent_record,
+    module_record,
+    plural,
+    summarize,
+    target_record,
+    write_targets,
+)
 from reloadctl.client.targets import Target
 from reloadctl.proto.messages import AgentInfo
 from reloadctl.results import (
@@ -188,3 +196,60 @@ def test_live_only_for_tables() -> None:
     r = Renderer("ndjson", "modules", io.StringIO(), err, total=1, live=True)
     r.outcome(Outcome(T1, ANSWERED, (OK,)))
     assert err.getvalue().startswith("[1/1] web1:")
+
+
+def test_counts_agree_in_number() -> None:
+    assert [plural(n, "target") for n in (0, 1, 2)] == ["0 targets", "1 target", "2 targets"]
+    out, err = render("table", Outcome(T1, ANSWERED, (OK,)))
+    assert out.splitlines()[-1] == "1 target: 1 reloaded"
+    _, err = render("ndjson", Outcome(T1, ANSWERED, (OK,)))
+    assert err.splitlines()[-1].startswith("1 target in ")
+    err_stream = io.StringIO()
+    r = Renderer("ndjson", "agents", io.StringIO(), err_stream, total=1, noun="agent")
+    r.outcome(Outcome(T1, ANSWERED))
+    r.finish()
+    assert err_stream.getvalue().splitlines()[-1].startswith("1 agent in ")
+
+
+def test_a_rollback_says_so_in_plain_words() -> None:
+    restored = ModuleResult(
+        "shop.pricing",
+        RELOADED,
+        actions=(Action("restored", "shop.pricing.price"), Action("restored", "shop.pricing.TAX")),
+    )
+    out, _ = render("table", Outcome(T1, ANSWERED, (restored,)))
+    row = out.splitlines()[1]
+    assert row.split()[2] == "reloaded"  # the contract's status; only the DETAIL is prose
+    assert row.endswith("rolled back to the previous version")
+    # machine-readable records keep the actions as they are
+    assert module_record("web1", restored)["actions"][0]["kind"] == "restored"  # type: ignore[index]
+
+
+def test_targets_preview_formats() -> None:
+    t = Target("a", "tcp://10.0.0.1:7878", labels=(("role", "api"),), group="web")
+    out = io.StringIO()
+    write_targets([t, T2], "ndjson", out)
+    first = json.loads(out.getvalue().splitlines()[0])
+    assert (
+        first
+        == target_record(t)
+        == {
+            "target": "a",
+            "address": "tcp://10.0.0.1:7878",
+            "group": "web",
+            "labels": {"role": "api"},
+            "problem": None,
+        }
+    )
+    out = io.StringIO()
+    write_targets([t], "json", out)
+    assert json.loads(out.getvalue()) == {"targets": [target_record(t)]}
+    out = io.StringIO()
+    write_targets([t], "table", out)
+    assert out.getvalue().splitlines()[1].split() == [
+        "a",
+        "tcp://10.0.0.1:7878",
+        "web",
+        "role=api",
+        "-",
+    ]

@@ -283,3 +283,41 @@ def test_state_directory_is_private(tmp_path: Path) -> None:
     finally:
         abort_rollout("aa11", state_dir)
         thread.join(5)
+
+
+def test_a_module_no_canary_target_loaded_stops_the_rollout(tmp_path: Path) -> None:
+    ts, fake, _ = setup([RELOADED] * 4)
+    typo = ReloadRequest(("m", "mx"))  # mx: loaded nowhere, a typo
+
+    def run_batch(
+        batch: Sequence[Target], cancel: threading.Event, take: Callable[[Outcome], None]
+    ) -> fanout.FanoutReport:
+        return fanout.run(batch, typo, transport=fake, on_outcome=take, cancel=cancel)
+
+    events: list[str] = []
+    report = run_rollout(
+        ts,
+        typo,
+        plan=RolloutPlan(canary=1, batches=(Size(1),)),
+        run_batch=run_batch,
+        on_outcome=lambda o: None,
+        on_event=events.append,
+        state_dir=tmp_path,
+    )
+    assert report.aborted == "mx: not loaded by any canary target (a typo?); counted as failed"
+    assert len(fake.calls) == 1 and report.batches_run == 1  # the canary only
+    assert [o.status for o in report.outcomes][1:] == ["not_attempted"] * 3
+    assert [t.name for t in report.changed] == ["t0"]  # m was reloaded on the canary
+    assert any("aborted: mx: not loaded by any canary target" in e for e in events)
+    # without a canary the first batch is not taken as representative: everything runs
+    ts, fake, _ = setup([RELOADED] * 4)
+    report = run_rollout(
+        ts,
+        typo,
+        plan=RolloutPlan(batches=(Size(1),)),
+        run_batch=run_batch,
+        on_outcome=lambda o: None,
+        on_event=events.append,
+        state_dir=tmp_path,
+    )
+    assert not report.aborted and len(fake.calls) == 4

@@ -282,6 +282,31 @@ def test_local_status_and_rollback(fleet: Fleet) -> None:
     b.wait_value("1")
 
 
+def test_what_a_person_reads(fleet: Fleet) -> None:
+    """Counts agree in number, ``ps`` on a pipe says on stderr how many agents it found, and
+    a rollback's DETAIL says what happened in plain words."""
+    a = fleet.start()
+    result = fleet.cli("ps")  # stdout is a pipe: NDJSON, and the recap on stderr
+    assert result.returncode == 0, result.stderr
+    by_target, summary = records(result)
+    assert summary == {"ok": 1} and len(by_target) == 1
+    recap = result.stderr.splitlines()[-1]
+    assert recap.startswith("1 agent in ") and recap.endswith(" ms: 1 ok"), result.stderr
+
+    a.write_module("def value():\n    return '2'\n")
+    result = fleet.cli("reload", "-H", a.address, "-o", "table", "mod")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "1 target: 1 reloaded"
+    a.wait_value("2")
+    result = fleet.cli("rollback", "-H", a.address, "-o", "table", "mod")
+    assert result.returncode == 0, result.stderr
+    header, row = result.stdout.splitlines()[:2]
+    assert header.split() == ["TARGET", "MODULE", "STATUS", "MS", "DETAIL"]
+    assert row.split()[2] == "reloaded"  # the status is the contract's
+    assert row.endswith("rolled back to the previous version")
+    a.wait_value("1")
+
+
 def test_wrong_secret_is_exit_4(fleet: Fleet, tmp_path: Path) -> None:
     secret = tmp_path / "secret"
     secret.write_text("right-secret\n")

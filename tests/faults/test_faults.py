@@ -179,6 +179,8 @@ class _BrokenEngine:
     def __init__(self, errors: Sequence[BaseException]) -> None:
         self.errors = list(errors)
         self.calls = 0
+        #: the thread that ran the last engine call (the job worker)
+        self.worker: threading.Thread | None = None
 
     def reload_modules(
         self,
@@ -189,6 +191,7 @@ class _BrokenEngine:
         allow: Sequence[str] | None = None,
     ) -> list[ModuleResult]:
         self.calls += 1
+        self.worker = threading.current_thread()
         if self.errors:
             raise self.errors.pop(0)
         return [ModuleResult(n, "unchanged") for n in names]
@@ -206,7 +209,7 @@ class _BrokenEngine:
 
 def test_worker_thread_survives_engine_exceptions() -> None:
     engine = _BrokenEngine([RuntimeError("bug"), KeyboardInterrupt(), SystemExit(2)])
-    jobs = JobManager(engine_loader=lambda: engine)
+    jobs = JobManager(engine=engine)
     try:
         statuses = []
         for _ in range(4):
@@ -218,10 +221,10 @@ def test_worker_thread_survives_engine_exceptions() -> None:
         assert [s[0][0] for s in statuses[:3]] == ["failed"] * 3
         assert statuses[-1] == [("unchanged", None)]
         assert any(s[0][0] == "failed" for s in statuses)
-        assert jobs.worker_alive()
+        assert engine.worker is not None and engine.worker.is_alive()
     finally:
         jobs.stop()
-    assert not jobs.worker_alive()
+    assert engine.worker is not None and not engine.worker.is_alive()
 
 
 def test_source_replaced_while_reloads_run(

@@ -14,8 +14,8 @@ import pytest
 from agentkit import SECRET
 
 from reloadctl.agent import Agent
-from reloadctl.client.cli import REMOTE_PARALLEL, default_parallel
-from reloadctl.client.connection import execute
+from reloadctl.client.connection import TlsSettings, execute
+from reloadctl.client.settings import REMOTE_PARALLEL, default_parallel
 from reloadctl.client.targets import Target
 from reloadctl.errors import TargetUnreachable
 from reloadctl.proto.messages import AgentInfo, ReloadRequest, StatusRequest
@@ -213,7 +213,7 @@ def test_default_pool_fits_the_network(addresses: list[str], expected: int | Non
 
 @pytest.mark.timeout(60)
 def test_tls_a_full_agent_is_retried_not_an_auth_failure(
-    agents: Callable[..., Agent], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    agents: Callable[..., Agent], tmp_path: Path
 ) -> None:
     from netbed import make_tls
 
@@ -221,22 +221,33 @@ def test_tls_a_full_agent_is_retried_not_an_auth_failure(
     agent = agents(
         "tls://127.0.0.1:0",
         secret=SECRET,
-        tls_cert=tls["RELOADCTL_TLS_CERT"],
-        tls_key=tls["RELOADCTL_TLS_KEY"],
+        tls_cert=tls["RELOADCTL_AGENT_TLS_CERT"],
+        tls_key=tls["RELOADCTL_AGENT_TLS_KEY"],
     )
-    monkeypatch.setenv("RELOADCTL_TLS_CA", tls["RELOADCTL_TLS_CA"])
+    ca = TlsSettings(ca=tls["RELOADCTL_CLIENT_TLS_CA"])  # given as a value, as the CLI does
     address = _host_port(agent.address.replace("tls://", "tcp://"))
     secret = Secret(SECRET)
     assert isinstance(
-        execute(agent.address, StatusRequest(), secret=secret, connect_timeout=2, timeout=5),
+        execute(
+            agent.address, StatusRequest(), secret=secret, connect_timeout=2, timeout=5, tls=ca
+        ),
         AgentInfo,
     )
     idle = [socket.create_connection(address, timeout=2) for _ in range(20)]
     try:
         time.sleep(0.2)
         with pytest.raises(TargetUnreachable):
-            execute(agent.address, StatusRequest(), secret=secret, connect_timeout=0.3, timeout=5)
-        info = execute(agent.address, StatusRequest(), secret=secret, connect_timeout=8, timeout=15)
+            execute(
+                agent.address,
+                StatusRequest(),
+                secret=secret,
+                connect_timeout=0.3,
+                timeout=5,
+                tls=ca,
+            )
+        info = execute(
+            agent.address, StatusRequest(), secret=secret, connect_timeout=8, timeout=15, tls=ca
+        )
         assert isinstance(info, AgentInfo)
     finally:
         for s in idle:

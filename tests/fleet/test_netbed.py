@@ -194,20 +194,20 @@ def test_tls_agents_across_hosts(
     bed = netbed(2, rtt_ms=20)
     tls = nb.make_tls(tmp_path, [h.ip for h in bed.hosts])
     # agents: certificate and key only (a CA there would require client certificates)
-    env = dict(code.env, RELOADCTL_TLS_CERT=tls["RELOADCTL_TLS_CERT"])
-    env["RELOADCTL_TLS_KEY"] = tls["RELOADCTL_TLS_KEY"]
+    env = dict(code.env, RELOADCTL_AGENT_TLS_CERT=tls["RELOADCTL_AGENT_TLS_CERT"])
+    env["RELOADCTL_AGENT_TLS_KEY"] = tls["RELOADCTL_AGENT_TLS_KEY"]
     for host in bed.hosts:
         bed.start_agents(host, 2, app=code.app, env=env, scheme="tls")
     targets = bed.addresses()
     assert all(t.startswith("tls://") for t in targets)
     code.write("v2")
-    code.env["RELOADCTL_TLS_CA"] = tls["RELOADCTL_TLS_CA"]
+    code.env["RELOADCTL_CLIENT_TLS_CA"] = tls["RELOADCTL_CLIENT_TLS_CA"]
     hosts = [a for t in targets for a in ("-H", t)]
     rc, records, err = code.cli("reload", *hosts, "fleetmod")
     assert rc == 0, err
     assert {r["status"] for r in by_target(records).values()} == {"reloaded"}
     # without the CA the agents' certificates do not verify: auth_failed, exit 4
-    del code.env["RELOADCTL_TLS_CA"]
+    del code.env["RELOADCTL_CLIENT_TLS_CA"]
     rc, records, err = code.cli("status", *hosts)
     assert rc == 4, err
     assert {r["status"] for r in by_target(records).values()} == {"auth_failed"}

@@ -188,7 +188,8 @@ def test_an_agent_raising_system_exit_does_not_end_the_client(runtime_dir: Path)
     """A hostile (authenticated) agent whose method raises SystemExit: rpyc would re-raise
     it in the client; the client turns it into a protocol error."""
     from reloadctl.agent.config import build_config
-    from reloadctl.agent.server import create_server
+    from reloadctl.agent.listener import listen
+    from reloadctl.agent.server import AgentServer
     from reloadctl.agent.service import AgentService
     from reloadctl.errors import RemoteProtocolError
 
@@ -197,15 +198,15 @@ def test_an_agent_raising_system_exit_does_not_end_the_client(runtime_dir: Path)
             raise SystemExit(0)
 
     cfg = build_config("tcp://127.0.0.1:0", secret=SECRET)
-    server = create_server(cfg, lambda: Hostile(None))
-    server._listen()
-    thread = threading.Thread(target=server.start, daemon=True)
+    bound = listen(cfg.listen)
+    server = AgentServer(cfg, bound.sock, lambda session, peer: Hostile(None, session, peer))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
         for _ in range(2):
             with pytest.raises(RemoteProtocolError, match="SystemExit"):
                 execute(
-                    f"tcp://127.0.0.1:{server.port}",
+                    f"tcp://127.0.0.1:{bound.address.port}",
                     StatusRequest(),
                     secret=Secret(SECRET),
                     connect_timeout=3,

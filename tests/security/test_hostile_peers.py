@@ -461,21 +461,3 @@ def test_one_host_cannot_take_every_handshake_slot(victim: Victim, baseline: Foo
         for s in socks:
             s.close()
     _check(victim, "one-host handshake hog", baseline, peak)
-
-
-def test_rate_limiter_buckets() -> None:
-    from reloadctl.agent.server import AuthFailureLimiter
-
-    now = [0.0]
-    limiter = AuthFailureLimiter(burst=3, refill_per_s=1.0, max_hosts=2, clock=lambda: now[0])
-    assert limiter.allowed("a")
-    assert [limiter.failed("a") for _ in range(3)] == [False, False, True]
-    assert not limiter.allowed("a")
-    assert limiter.allowed("b")
-    now[0] += 1.0
-    assert limiter.allowed("a")  # one failure forgiven per second
-    assert limiter.failed("a")  # and spent again: locked out anew
-    for host in ("b", "c", "d"):
-        limiter.failed(host)
-    assert len(limiter._buckets) <= 2  # bounded memory
-    assert "d" in limiter._buckets  # the newest failure is kept

@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -17,6 +19,7 @@ from seckit import OPENSSL, Pki, make_pki
 
 from reloadctl.agent import Agent, start
 from reloadctl.client.connection import TlsSettings, execute
+from reloadctl.client.settings import TLS_CA, TLS_CERT, TLS_KEY
 from reloadctl.errors import (
     ConfigError,
     SecretError,
@@ -132,15 +135,77 @@ def test_secret_inside_tls_is_still_checked(agents: Callable[..., Agent], pki: P
 def test_settings_come_from_the_environment(
     agents: Callable[..., Agent], pki: Pki, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("RELOADCTL_AGENT_TLS_CERT", pki.server_cert)
+    monkeypatch.setenv("RELOADCTL_AGENT_TLS_KEY", pki.server_key)
+    monkeypatch.setenv("RELOADCTL_AGENT_TLS_CA", pki.ca)
+    agent = agents("tls://127.0.0.1:0")
+    # the client has its own names, read once at the CLI boundary and passed as a value
+    monkeypatch.setenv("RELOADCTL_CLIENT_TLS_CA", pki.ca)
+    monkeypatch.setenv("RELOADCTL_CLIENT_TLS_CERT", pki.client_cert)
+    monkeypatch.setenv("RELOADCTL_CLIENT_TLS_KEY", pki.client_key)
+    tls = TlsSettings(TLS_CA.read(None), TLS_CERT.read(None), TLS_KEY.read(None))
+    info = execute(
+        agent.address, StatusRequest(), secret=None, connect_timeout=3.0, timeout=10.0, tls=tls
+    )
+    assert isinstance(info, AgentInfo)
+
+
+def test_the_old_shared_names(
+    agents: Callable[..., Agent],
+    pki: Pki,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """The agent still takes RELOADCTL_TLS_CERT/_KEY, with one deprecation warning in its log
+    (nothing printed); RELOADCTL_TLS_CA alone it refuses to guess about: to the CLI the name
+    meant the agents' CA, so a shared environment silently made client certs mandatory."""
     monkeypatch.setenv("RELOADCTL_TLS_CERT", pki.server_cert)
     monkeypatch.setenv("RELOADCTL_TLS_KEY", pki.server_key)
     monkeypatch.setenv("RELOADCTL_TLS_CA", pki.ca)
+    with pytest.raises(ConfigError, match="RELOADCTL_AGENT_TLS_CA"):
+        agents("tls://127.0.0.1:0")
+    monkeypatch.setenv("RELOADCTL_AGENT_TLS_CA", pki.ca)
+    caplog.set_level("WARNING", logger="reloadctl.agent.config")
+    caplog.clear()
     agent = agents("tls://127.0.0.1:0")
-    # the client reads the same variables; here they name the client's own files
-    monkeypatch.setenv("RELOADCTL_TLS_CERT", pki.client_cert)
-    monkeypatch.setenv("RELOADCTL_TLS_KEY", pki.client_key)
-    info = execute(agent.address, StatusRequest(), secret=None, connect_timeout=3.0, timeout=10.0)
-    assert isinstance(info, AgentInfo)
+    deprecations = [r.getMessage() for r in caplog.records if "deprecated" in r.getMessage()]
+    assert deprecations == [
+        "RELOADCTL_TLS_CERT is deprecated: use RELOADCTL_AGENT_TLS_CERT",
+        "RELOADCTL_TLS_KEY is deprecated: use RELOADCTL_AGENT_TLS_KEY",
+    ]
+    good = TlsSettings(ca=pki.ca, cert=pki.client_cert, key=pki.client_key)
+    assert isinstance(call(agent.address, good), AgentInfo)
+    assert capfd.readouterr() == ("", "")
+
+
+def _reloadctl(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    exe = Path(sys.executable).with_name("reloadctl")
+    if not exe.exists():
+        pytest.skip("reloadctl console script not installed")
+    return subprocess.run(
+        [str(exe), *args], capture_output=True, text=True, env=env, timeout=30, check=False
+    )
+
+
+def test_cli_tls_environment(agents: Callable[..., Agent], pki: Pki) -> None:
+    """The real binary: RELOADCTL_CLIENT_TLS_*, and the old names with one line each."""
+    agent = _mtls(agents, pki)
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("RELOADCTL_")}
+    args = ["status", "-H", agent.address, "-o", "ndjson"]
+    files = {"CA": pki.ca, "CERT": pki.client_cert, "KEY": pki.client_key}
+    new = _reloadctl(args, {**clean, **{f"RELOADCTL_CLIENT_TLS_{k}": v for k, v in files.items()}})
+    assert new.returncode == 0, new.stderr
+    assert str(os.getpid()) in new.stdout and "deprecated" not in new.stderr
+    old = _reloadctl(args, {**clean, **{f"RELOADCTL_TLS_{k}": v for k, v in files.items()}})
+    assert old.returncode == 0, old.stderr
+    assert str(os.getpid()) in old.stdout
+    deprecations = [line for line in old.stderr.splitlines() if "deprecated" in line]
+    assert deprecations == [
+        f"reloadctl: RELOADCTL_TLS_{k} is deprecated: use RELOADCTL_CLIENT_TLS_{k} "
+        f"(agents: RELOADCTL_AGENT_TLS_{k})"
+        for k in ("CA", "CERT", "KEY")
+    ]
 
 
 def test_tls_config_is_refused_when_incomplete(runtime_dir: Path, pki: Pki) -> None:
@@ -260,9 +325,9 @@ def test_tls_agent_process_under_failing_handshakes(pki: Pki, runtime_dir: Path)
     env = {k: v for k, v in os.environ.items() if not k.startswith("RELOADCTL_")}
     env.update(
         XDG_RUNTIME_DIR=str(runtime_dir),
-        RELOADCTL_TLS_CERT=pki.server_cert,
-        RELOADCTL_TLS_KEY=pki.server_key,
-        RELOADCTL_TLS_CA=pki.ca,
+        RELOADCTL_AGENT_TLS_CERT=pki.server_cert,
+        RELOADCTL_AGENT_TLS_KEY=pki.server_key,
+        RELOADCTL_AGENT_TLS_CA=pki.ca,
     )
     proc = subprocess.Popen(
         [sys.executable, "-X", "dev", "-c", TLS_AGENT],

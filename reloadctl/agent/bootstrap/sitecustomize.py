@@ -1,6 +1,6 @@
 """Agent bootstrap for the worker processes of a program whose agent passes on to them.
 
-Agent inheritance (``reloadctl.agent.lifecycle`` rule 8) puts this directory first on
+Agent inheritance (``reloadctl.agent.forks`` rule 3) puts this directory first on
 ``PYTHONPATH``, so every interpreter the program starts imports this file at start-up,
 the way ``ddtrace-run`` and ``opentelemetry-instrument`` bootstrap theirs. It only imports
 ``reloadctl.agent.auto``, which decides from the environment and the command line whether

@@ -5,6 +5,7 @@ Public API (contracts in ../shared/DESIGN.md, "In-process engine" and "The reloa
 - ``reload_modules(names, *, dry_run=False, dependents=False, allow=None)``
 - ``rollback_modules(names, *, allow=None)``
 - ``patched_modules()``
+- ``reload_lock()``: the reload lock (the agent's fork hook waits on it)
 
 Policies (what a user can rely on; the README takes them from here):
 
@@ -63,6 +64,18 @@ memory), ``batch`` (the public operations).
 
 from __future__ import annotations
 
+from reloadctl.agent.engine import history
 from reloadctl.agent.engine.batch import patched_modules, reload_modules, rollback_modules
 
-__all__ = ["patched_modules", "reload_modules", "rollback_modules"]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import threading
+
+
+def reload_lock() -> threading.RLock:
+    """The one process-wide reload lock, held while a reload or rollback applies: whoever
+    must not see a half-swapped module (a fork) takes it."""
+    return history.LOCK
+
+
+__all__ = ["patched_modules", "reload_lock", "reload_modules", "rollback_modules"]

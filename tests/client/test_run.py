@@ -1,0 +1,133 @@
+"""``client.run`` without typer: values in, records out, an exit code back; the transport
+is a parameter (the fake from fakes.py behind the real fan-out, rollout and renderer)."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+from fakes import FakeAgent, FakeTransport
+
+from reloadctl.client import run
+from reloadctl.client.settings import Choice, Output, Settings
+from reloadctl.client.targets import Target
+from reloadctl.errors import ConfigError, UsageError
+from reloadctl.proto.messages import ReloadRequest
+from reloadctl.results import FAILED, RELOADED
+
+TS = [Target(f"t{i}", f"tcp://127.0.0.1:{7300 + i}") for i in range(3)]
+NDJSON = Settings(output=Output.ndjson)
+
+
+def go(
+    transport: FakeTransport, request: ReloadRequest, **kw: object
+) -> tuple[int, list[dict[str, object]], str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = run.run_request(
+        NDJSON,
+        TS,
+        request,
+        kind="modules",
+        secret_for=lambda t: None,
+        transport=transport,
+        out=out,
+        err=err,
+        **kw,  # type: ignore[arg-type]
+    )
+    return code, [json.loads(line) for line in out.getvalue().splitlines()], err.getvalue()
+
+
+def test_records_and_exit_code_through_the_given_transport() -> None:
+    fake = FakeTransport({t.address: FakeAgent({"m": RELOADED}) for t in TS})
+    code, records, err = go(fake, ReloadRequest(("m",)))
+    assert code == 0 and len(fake.calls) == 3
+    assert records[-1] == {"summary": {"reloaded": 3}}
+    assert err.splitlines()[-1].startswith("3 targets in ")
+
+
+def test_a_typo_gets_its_line_and_exit_1() -> None:
+    fake = FakeTransport({t.address: FakeAgent({"m": RELOADED}) for t in TS})
+    code, _, err = go(fake, ReloadRequest(("mm",)))
+    assert code == 1
+    assert "reloadctl: mm: not loaded by any selected target (a typo?); counted as failed" in err
+
+
+def test_an_aborted_rollout_prints_the_rollback_command(tmp_path: Path) -> None:
+    agents = {t.address: FakeAgent({"m": RELOADED}) for t in TS}
+    agents[TS[1].address] = FakeAgent({"m": FAILED})
+    plan = run.rollout_plan(
+        canary=0,
+        batch="1",
+        max_failures="0",
+        fail_fast=False,
+        ignore_unreachable=False,
+        pause=False,
+    )
+    code, records, err = go(FakeTransport(agents), ReloadRequest(("m",)), plan=plan, prefix=["-q"])
+    assert code == 5
+    assert [r.get("status") for r in records[:-1]] == ["reloaded", "failed", "not_attempted"]
+    assert f"reloadctl -q rollback -H {TS[0].address} m" in err
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"batch": "x"}, "--batch"),
+        ({"max_failures": "-1"}, "--max-failures"),
+        ({"pause": True}, "--pause needs"),
+        ({"canary": -1}, "--canary"),
+    ],
+)
+def test_bad_rollout_options_are_usage_errors(options: dict[str, object], message: str) -> None:
+    given: dict[str, object] = {
+        "canary": 0,
+        "batch": None,
+        "max_failures": None,
+        "fail_fast": False,
+        "ignore_unreachable": False,
+        "pause": False,
+        **options,
+    }
+    with pytest.raises(UsageError, match=message):
+        run.rollout_plan(**given)  # type: ignore[arg-type]
+
+
+def test_no_rollout_option_means_no_plan() -> None:
+    none = run.rollout_plan(
+        canary=0,
+        batch=None,
+        max_failures=None,
+        fail_fast=False,
+        ignore_unreachable=False,
+        pause=False,
+    )
+    assert none is None
+
+
+def test_selection_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
+    monkeypatch.delenv("RELOADCTL_HOST", raising=False)
+    with pytest.raises(UsageError, match="no targets selected"):
+        run.select(Settings(), Choice())
+    with pytest.raises(UsageError, match="cannot parse address"):
+        run.select(Settings(), Choice(hosts=("/not/an/address",)))
+    with pytest.raises(ConfigError, match="no live reloadctl agent") as caught:
+        run.select(Settings(), Choice(local=True))
+    assert not isinstance(caught.value, UsageError)  # a local problem: exit 1, not 2
+    with pytest.raises(UsageError, match="parallel"):
+        run.fanout_options(Settings(parallel=0))
+
+
+def test_ps_with_no_agent_is_not_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    out, err = io.StringIO(), io.StringIO()
+    fake = FakeTransport({})
+    assert run.list_agents(NDJSON, transport=fake, out=out, err=err) == 0
+    assert out.getvalue() == '{"summary":{}}\n'
+    assert (
+        err.getvalue() == "reloadctl: no live reloadctl agent of this user found on this machine\n"
+    )
+    assert fake.calls == []
