@@ -20,8 +20,8 @@ Rules:
 5. The client calls the agent root's methods by name (``HANDLE_CALLATTR``): its
    connections never ask the agent to list a class's methods. Its GETROOT may be sent
    before the agent's handshake welcome is read (``request_root``), in the same flight as
-   the handshake proof, so a reload costs one rpyc round trip more than the submit (whose
-   reply carries the finished job, protocol 2).
+   the handshake proof: the root costs no round trip of its own, and a reload that ends
+   within the submit's wait is one rpyc round trip (protocol 2 carries the job's results).
 6. Unix peers are identified by ``SO_PEERCRED``; ours or root is allowed.
 7. TLS contexts: TLS 1.2 minimum and the ssl module's default ciphers on both sides; the
    agent's asks for client certificates (``CERT_REQUIRED``) when it is given a CA.

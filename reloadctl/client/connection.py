@@ -362,7 +362,6 @@ def _serve(
     deadline: float,
     where: str,
 ) -> AgentInfo | tuple[ModuleResult, ...]:
-
     def arm() -> None:  # rule 2: no rpyc request outlives our deadline by much
         transport.set_request_timeout(conn, max(0.05, deadline - time.monotonic()) + CALL_MARGIN_S)
 
