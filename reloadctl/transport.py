@@ -20,8 +20,10 @@ Rules:
    no custom exceptions instantiated, an agent's ``SystemExit`` never ends the client.
    The two sides differ only in its parameters.
 5. The client calls the agent root's methods by name (``HANDLE_CALLATTR``): its
-   connections never ask the agent to list a class's methods, so a reload is three rpyc
-   round trips (GETROOT, submit, poll).
+   connections never ask the agent to list a class's methods. Its GETROOT may be sent
+   before the agent's handshake welcome is read (``request_root``), in the same flight as
+   the handshake proof: the root costs no round trip of its own, and a reload that ends
+   within the submit's wait is one rpyc round trip (protocol 2 carries the job's results).
 6. Unix peers are identified by ``SO_PEERCRED``; ours or root is allowed.
 7. TLS contexts: TLS 1.2 minimum and the ssl module's default ciphers on both sides; the
    agent's asks for client certificates (``CERT_REQUIRED``) when it is given a CA.
@@ -286,6 +288,7 @@ def _rpyc() -> Any:
         tls_stream = TlsSocketStream
         client_service = ByNameClient
         callattr = consts.HANDLE_CALLATTR
+        getroot = consts.HANDLE_GETROOT
 
     return Rpyc
 
@@ -345,10 +348,22 @@ def set_request_timeout(conn: Any, seconds: float) -> None:
     conn._config["sync_request_timeout"] = seconds
 
 
-def method_by_name(conn: Any, name: str) -> Callable[[bytes], object]:
+def request_root(conn: Any, timeout: float) -> Callable[[], Any]:
+    """Send ``conn``'s GETROOT request now, without waiting for its reply (rule 5); the
+    function returned waits (at most ``timeout`` seconds from now) and returns the root.
+
+    A GETROOT carries no data: sending it before the peer has proved anything is safe;
+    nothing the peer sends is read until the function is called."""
+    pending = conn.async_request(_rpyc().getroot, timeout=timeout)
+    return lambda: pending.value
+
+
+def method_by_name(conn: Any, name: str, root: Any = None) -> Callable[[bytes], object]:
     """``root.<name>(frame)`` of the peer in one round trip (rule 5); the peer checks the
-    name exactly as for a getattr (its ``_rpyc_getattr``). Fetches the root once."""
-    root = conn.root
+    name exactly as for a getattr (its ``_rpyc_getattr``). ``root``: the one
+    ``request_root`` returned; None: fetched here (once)."""
+    if root is None:
+        root = conn.root
     callattr = _rpyc().callattr
 
     def call(frame: bytes) -> object:
@@ -386,6 +401,7 @@ __all__ = [
     "preload",
     "protocol_config",
     "recv_exact",
+    "request_root",
     "serve_connection",
     "server_tls_context",
     "set_nodelay",

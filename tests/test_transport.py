@@ -3,7 +3,9 @@ configuration, and a served connection called by name."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import select
 import socket
 import struct
 import threading
@@ -318,3 +320,38 @@ def test_the_request_timeout_can_be_set_per_call(
     with pytest.raises(TimeoutError):
         echo(b"slow")
     assert time.monotonic() - started < 0.9
+
+
+def test_the_root_is_requested_before_the_peer_serves(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    # the client's pipelining: GETROOT is on the wire before the peer reads anything, and
+    # the root it returns is the one calls by name go to
+    ours, theirs = pair
+    conn = transport.client_connection(ours, sync_request_timeout=5.0)
+    server: threading.Thread | None = None
+    try:
+        root = transport.request_root(conn, 5.0)
+        readable, _, _ = select.select([theirs], [], [], 2.0)
+        assert readable == [theirs]  # sent, not waiting for anything
+
+        def serve() -> None:
+            with contextlib.suppress(BaseException):
+                transport.serve_connection(
+                    theirs,
+                    Echo(),
+                    frame_deadline_s=5.0,
+                    config=transport.protocol_config(
+                        sync_request_timeout=3.0, logger=None, interrupts_stay_local=False
+                    ),
+                )
+
+        server = threading.Thread(target=serve, daemon=True)
+        server.start()
+        echo = transport.method_by_name(conn, "echo", root())
+        assert echo(b"pipelined") == b"pipelined"
+    finally:
+        transport.close_connection(ours, conn)
+        if server is not None:
+            server.join(5)
+    assert server is not None and not server.is_alive()

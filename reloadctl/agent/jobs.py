@@ -309,6 +309,16 @@ class JobManager:
                     dependents=request.dependents,
                     allow=self._allow,
                 )
+                if request.verify and not request.dry_run:
+                    from reloadctl.agent.verify import verify_or_roll_back
+
+                    results = verify_or_roll_back(
+                        engine,
+                        request.verify,
+                        list(results),
+                        allow=self._allow,
+                        past_deadline=lambda: self._clock() >= job.deadline,
+                    )
             else:
                 results = engine.rollback_modules(list(request.modules), allow=self._allow)
                 if "reloadctl.agent.push" in sys.modules:  # pushed code ran: follow its finder

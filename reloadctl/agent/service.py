@@ -8,8 +8,11 @@ Rules:
 2. A frame is unsealed with the connection's ``Session`` (MAC + counter), decoded with
    ``codec.decode_request`` and dispatched; the reply is encoded and sealed. Every failure
    becomes an ``ErrorReply``: nothing raises across rpyc.
-3. ``submit`` takes ``ReloadRequest``/``RollbackRequest`` (a job, ``JobAccepted``) and
-   ``StatusRequest`` (``AgentInfo`` at once); ``poll`` takes ``PollRequest`` only.
+3. ``submit`` takes ``ReloadRequest``/``RollbackRequest`` (a job, ``JobAccepted``; with a
+   ``wait_s``, the job's ``JobEvents`` after up to that wait) and ``StatusRequest``
+   (``AgentInfo`` at once); ``poll`` takes ``PollRequest`` only. Each reply is encoded in
+   the protocol version of its request; a request that cannot be read is answered in
+   protocol 1, which every client reads.
 4. A read-only agent answers reload and rollback (dry runs included) with
    ``ErrorReply("forbidden")``. Before a job is queued, ``sys.audit("reloadctl.reload",
    modules)`` (or ``"reloadctl.rollback"``) runs; a host audit hook that raises vetoes the
@@ -86,7 +89,7 @@ def _shrink(result: ModuleResult) -> ModuleResult:
     return replace(result, error=error, actions=result.actions[:500], warnings=result.warnings[:50])
 
 
-def encode_events(events: JobEvents) -> bytes:
+def encode_events(events: JobEvents, version: int = codec.VERSION) -> bytes:
     """Encode ``events``, sending fewer results (and a smaller cursor) if it is too large."""
     results = events.results
     start = events.cursor - len(results)
@@ -104,7 +107,7 @@ def encode_events(events: JobEvents) -> bytes:
             )
         )
         try:
-            return codec.encode(part)
+            return codec.encode(part, version)
         except LocalProtocolError:
             if count > 1:
                 count //= 2
@@ -170,21 +173,28 @@ class AgentService(Service):  # type: ignore[misc]
     def _serve(self, frame: object, *, poll: bool) -> bytes:
         session = self._session
         if session is None:  # not authenticated through our server: refuse everything
-            return codec.encode(ErrorReply("forbidden", "no session"))
+            return codec.encode(ErrorReply("forbidden", "no session"), 1)
         request_id = f"r{next(self._state.request_ids)}"
+        version = [1]  # the reply speaks the request's version (protocol 1 if unreadable)
         try:
-            reply = self._answer(session, frame, poll=poll, request_id=request_id)
+            reply = self._answer(session, frame, poll=poll, request_id=request_id, out=version)
         except BaseException:  # rule 2: an agent bug (or a hook's SystemExit) still answers
             log.exception("request %s from %s: agent error", request_id, self._peer)
             reply = ErrorReply("internal", "agent error; see the agent's log")
         try:
-            data = encode_events(reply) if isinstance(reply, JobEvents) else codec.encode(reply)
+            data = (
+                encode_events(reply, version[0])
+                if isinstance(reply, JobEvents)
+                else codec.encode(reply, version[0])
+            )
         except LocalProtocolError:
             log.exception("request %s: reply could not be encoded", request_id)
-            data = codec.encode(ErrorReply("internal", "reply could not be encoded"))
+            data = codec.encode(ErrorReply("internal", "reply could not be encoded"), 1)
         return session.seal(data)
 
-    def _answer(self, session: Session, frame: object, *, poll: bool, request_id: str) -> Reply:
+    def _answer(
+        self, session: Session, frame: object, *, poll: bool, request_id: str, out: list[int]
+    ) -> Reply:
         if type(frame) is not bytes:
             log.warning("request %s from %s: argument is not bytes", request_id, self._peer)
             return ErrorReply("protocol", "expected one bytes argument")
@@ -194,7 +204,7 @@ class AgentService(Service):  # type: ignore[misc]
             log.warning("request %s from %s rejected: %s", request_id, self._peer, exc)
             return ErrorReply("protocol", f"message rejected: {exc}")
         try:
-            request = codec.decode_request(payload)
+            request, out[0] = codec.decode_request_versioned(payload)
         except RemoteProtocolError as exc:
             log.warning("request %s from %s: protocol error: %s", request_id, self._peer, exc)
             return ErrorReply("protocol", str(exc))
@@ -254,4 +264,6 @@ class AgentService(Service):  # type: ignore[misc]
             log.warning("request %s from %s: %s refused: %s", request_id, self._peer, what, exc)
             return ErrorReply("busy", str(exc))
         log.info("request %s from %s: %s accepted as job %s", request_id, self._peer, what, job)
+        if request.wait_s > 0:  # protocol 2: the finished job in the submit reply
+            return self._poll(messages.PollRequest(job, 0, request.wait_s))
         return messages.JobAccepted(job)

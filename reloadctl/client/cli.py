@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
-from reloadctl import __version__
 from reloadctl.client.options import (
     ALL_SETTINGS,
     AllowNewTopLevel,
@@ -29,6 +28,8 @@ from reloadctl.client.options import (
     TlsCa,
     TlsCert,
     TlsKey,
+    Verify,
+    VersionOpt,
     WatchPush,
     fail,
     shared,
@@ -58,12 +59,6 @@ rollout_app = typer.Typer(
     rich_markup_mode=None,
 )
 app.add_typer(rollout_app, name="rollout")
-
-
-def _version(value: bool) -> None:
-    if value:
-        typer.echo(f"reloadctl {__version__}")
-        raise typer.Exit()
 
 
 def _run(
@@ -98,10 +93,7 @@ def _root(
     ctx: typer.Context,
     s: Settings,
     *,
-    version: Annotated[
-        bool | None,
-        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
-    ] = None,
+    version: VersionOpt = None,
     tls_ca: TlsCa = None,
     tls_cert: TlsCert = None,
     tls_key: TlsKey = None,
@@ -182,6 +174,7 @@ def reload(
     roots: PushRoots = None,
     write: PushWrite = False,
     allow_new_top_level: AllowNewTopLevel = False,
+    verify: Verify = None,
 ) -> None:
     """Reload modules in every selected process, as one transaction per process.
 
@@ -196,6 +189,7 @@ def reload(
       reloadctl reload -H web1 -H web2:7001 -o ndjson shop.pricing shop.cart
       reloadctl reload -g web --canary 1 --batch 25% --max-failures 10% shop.pricing
       reloadctl reload -g web --canary 1 --pause shop.pricing   # then: reloadctl rollout resume ID
+      reloadctl reload -g web --verify shop.health:check shop.pricing
       reloadctl reload -g staging --push --root src shop   # ship src/shop/ to every target
     """
     from reloadctl.client import run
@@ -205,6 +199,7 @@ def reload(
         dry_run=dry_run,
         dependents=dependents,
         deadline_s=run.fanout_options(s).timeout,
+        verify=run.verify_spec(verify),
         push=push,
         roots=roots or (),
         write=write,

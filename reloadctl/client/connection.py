@@ -1,4 +1,5 @@
-"""One request to one agent: connect, authenticate, submit, poll until done, close.
+"""One request to one agent: connect (again, while a busy agent turns us away),
+authenticate, hold the protocol conversation (``client.conversation``), close.
 
 The only client module that opens sockets; rpyc and the socket glue it shares with the
 agent are ``reloadctl.transport``'s (rpyc is imported on the first call, so that ``--help``
@@ -27,11 +28,20 @@ Rules:
    protects the channel and identifies the agent); an agent that asks for the secret
    still gets the HMAC handshake. Settings: the ``tls`` argument only (the CLI reads its
    options and environment once, in ``client.settings``).
+7. A tcp connect that is refused, or a connection the agent closes or resets before its
+   hello (or, for tls://, before its TLS handshake; an agent whose pre-auth slots are full
+   closes new sockets at once), is tried again after a pause (``CONNECT_RETRY_FIRST_S``
+   doubling to ``CONNECT_RETRY_MAX_S``, jittered) while ``connect_timeout`` lasts; then
+   it is ``TargetUnreachable``.
+8. The rpyc root is requested right after our handshake proof, in the same flight
+   (``transport.request_root``): the agent reads its handshake byte-exact, so the request
+   waits for rpyc, and nothing the agent sends is read before its welcome verified.
 """
 
 from __future__ import annotations
 
 import os
+import random
 import socket
 import sys
 import threading
@@ -41,6 +51,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from reloadctl import transport
+from reloadctl.client.conversation import Call, converse
 from reloadctl.errors import (
     AddressError,
     AuthenticationError,
@@ -50,31 +61,24 @@ from reloadctl.errors import (
     TargetTimeout,
     TargetUnreachable,
 )
-from reloadctl.proto import auth, codec
+from reloadctl.proto import auth
 from reloadctl.proto.address import Address, format_address, parse_address
-from reloadctl.proto.messages import (
-    AgentInfo,
-    ErrorReply,
-    JobAccepted,
-    JobEvents,
-    PollRequest,
-    ReloadRequest,
-    Reply,
-    RollbackRequest,
-    StatusRequest,
-)
+from reloadctl.proto.messages import AgentInfo, ReloadRequest, RollbackRequest, StatusRequest
 from reloadctl.results import ModuleResult
 from reloadctl.secrets import Secret
 
 if TYPE_CHECKING:
     import ssl
 
-#: Longest single long-poll; short enough that a dead agent is noticed by rpyc's timer.
-MAX_POLL_WAIT_S: Final = 5.0
 #: rpyc's per-call timer sits this far above our own deadline (rule 2).
 SYNC_TIMEOUT_MARGIN_S: Final = 5.0
 #: How long past the caller's deadline one rpyc request may still wait for its answer.
 CALL_MARGIN_S: Final = 0.5
+#: Rule 7: first pause before another connect, doubled up to the max (with jitter).
+CONNECT_RETRY_FIRST_S: Final = 0.05
+CONNECT_RETRY_MAX_S: Final = 0.5
+
+Request = ReloadRequest | RollbackRequest | StatusRequest
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +138,9 @@ def _connect(addr: Address, connect_timeout: float, tls: TlsSettings | None) -> 
     except FileNotFoundError:
         raise TargetUnreachable(f"{where}: no agent socket at {addr.path}") from None
     except ConnectionRefusedError:
-        raise TargetUnreachable(f"{where}: connection refused (is the agent running?)") from None
+        # tcp: the agent may be restarting (rule 7); unix: nobody listens, a stale socket
+        error = _Retryable if addr.scheme != "unix" else TargetUnreachable
+        raise error(f"{where}: connection refused (is the agent running?)") from None
     except PermissionError:
         raise TargetUnreachable(f"{where}: permission denied") from None
     except TimeoutError:
@@ -162,6 +168,10 @@ def _connect(addr: Address, connect_timeout: float, tls: TlsSettings | None) -> 
         tls_sock.do_handshake()
     except BaseException as exc:
         tls_sock.close()
+        ssl_mod = sys.modules["ssl"]
+        if isinstance(exc, (ConnectionResetError, BrokenPipeError, ssl_mod.SSLEOFError)):
+            # closed before a TLS word: a full agent, not a certificate problem (rule 7)
+            raise _Retryable(f"{where}: the agent closed the connection") from None
         tls_reason = _tls_reason(exc)
         if tls_reason is not None:
             raise TargetAuthFailed(f"{where}: {tls_reason}") from None
@@ -173,6 +183,10 @@ def _connect(addr: Address, connect_timeout: float, tls: TlsSettings | None) -> 
             raise TargetUnreachable(f"{where}: connection broke during the TLS handshake") from None
         raise
     return tls_sock
+
+
+class _Retryable(TargetUnreachable):
+    """Refused, or closed/reset before the agent's hello: worth another try (rule 7)."""
 
 
 def _check_agent_uid(sock: socket.socket, where: str) -> None:
@@ -206,7 +220,11 @@ def _recv_exact_until(sock: socket.socket, deadline: float, where: str) -> Calla
 
 
 def _handshake(
-    sock: socket.socket, addr: Address, secret: Secret | None, deadline: float
+    sock: socket.socket,
+    addr: Address,
+    secret: Secret | None,
+    deadline: float,
+    then: Callable[[], None] = lambda: None,
 ) -> auth.Session:
     where = format_address(addr)
     if addr.scheme == "unix":
@@ -216,9 +234,23 @@ def _handshake(
         None if secret is None else secret.reveal(), require_mac=addr.scheme == "tcp"
     )
     try:
-        proof = client.answer(auth.read_frame(recv_exact))
+        first = [recv_exact(1)]
+    except TargetUnreachable as exc:  # closed or reset before a word: a full agent (rule 7)
+        raise _Retryable(str(exc)) from None
+
+    def hello_bytes(n: int) -> bytes:
+        head = first.pop() if first else b""
+        return head + recv_exact(n - len(head)) if n > len(head) else head
+
+    try:
+        hello = auth.read_frame(hello_bytes)
+    except RemoteProtocolError as exc:
+        raise RemoteProtocolError(f"{where}: bad handshake from the agent: {exc}") from None
+    try:
+        proof = client.answer(hello)
         sock.settimeout(max(0.001, deadline - time.monotonic()))
         sock.sendall(proof)
+        then()  # rule 8: sent before the agent's welcome is read, one round trip saved
         return client.finish(auth.read_frame(recv_exact))
     except AuthenticationError as exc:
         raise TargetAuthFailed(f"{where}: {exc}") from None
@@ -228,82 +260,6 @@ def _handshake(
         raise TargetTimeout(f"{where}: the agent did not complete the handshake in time") from None
     except OSError as exc:
         raise TargetUnreachable(f"{where}: connection broke: {exc.strerror or exc}") from None
-
-
-class _Call:
-    """Seal, send, receive, verify and decode one request over an rpyc method."""
-
-    def __init__(
-        self, method: Any, session: auth.Session, where: str, arm: Callable[[], None]
-    ) -> None:
-        self._method = method
-        self._session = session
-        self._where = where
-        self._arm = arm
-
-    def __call__(
-        self, request: ReloadRequest | RollbackRequest | StatusRequest | PollRequest
-    ) -> Reply:
-        frame = self._session.seal(codec.encode(request))
-        self._arm()
-        raw = self._method(frame)
-        if type(raw) is not bytes:
-            raise RemoteProtocolError(f"{self._where}: the agent replied with a non-bytes value")
-        try:
-            payload = self._session.unseal(raw)
-        except AuthenticationError as exc:
-            raise RemoteProtocolError(f"{self._where}: reply rejected: {exc}") from None
-        try:
-            return codec.decode_reply(payload)
-        except RemoteProtocolError as exc:
-            raise RemoteProtocolError(f"{self._where}: {exc}") from None
-
-
-def _refused(where: str, reply: ErrorReply) -> TargetRefused:
-    err = TargetRefused(reply.code, reply.message)
-    err.args = (f"{where}: {reply.code}: {reply.message}",)
-    return err
-
-
-def _converse(
-    submit: _Call,
-    poll: _Call,
-    request: ReloadRequest | RollbackRequest | StatusRequest,
-    deadline: float,
-    where: str,
-) -> AgentInfo | tuple[ModuleResult, ...]:
-    reply = submit(request)
-    if isinstance(reply, ErrorReply):
-        raise _refused(where, reply)
-    if isinstance(request, StatusRequest):
-        if not isinstance(reply, AgentInfo):
-            raise RemoteProtocolError(f"{where}: status answered with {type(reply).__name__}")
-        return reply
-    if not isinstance(reply, JobAccepted):
-        raise RemoteProtocolError(f"{where}: submit answered with {type(reply).__name__}")
-    job = reply.job
-    results: list[ModuleResult] = []
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise TargetTimeout(
-                f"{where}: job {job} not finished in time; it keeps running in the agent "
-                "(it completes or rolls back as a whole)"
-            )
-        events = poll(PollRequest(job, len(results), max(0.0, min(MAX_POLL_WAIT_S, left - 0.05))))
-        if isinstance(events, ErrorReply):
-            raise _refused(where, events)
-        if not isinstance(events, JobEvents) or events.job != job:
-            raise RemoteProtocolError(f"{where}: poll answered with an unexpected reply")
-        if events.cursor != len(results) + len(events.results):
-            raise RemoteProtocolError(f"{where}: poll cursor does not match its results")
-        results.extend(events.results)
-        # one result per requested module at most (a push: per pushed module too)
-        most = len(request.modules) + len(getattr(request, "push", ()))
-        if len(results) > most:
-            raise RemoteProtocolError(f"{where}: more results than requested modules")
-        if events.done:
-            return tuple(results)
 
 
 def execute(
@@ -336,37 +292,85 @@ def execute(
         addr = parse_address(address)
     except AddressError as exc:
         raise TargetUnreachable(str(exc)) from None
+    connect_deadline = min(deadline, start + connect_timeout)
+    pause = CONNECT_RETRY_FIRST_S
+    while True:  # rule 7
+        try:
+            return _execute_once(
+                addr,
+                request,
+                secret=secret,
+                tls=tls,
+                connect_deadline=connect_deadline,
+                deadline=deadline,
+                timeout=timeout,
+            )
+        except _Retryable as exc:
+            if time.monotonic() + pause >= connect_deadline:
+                raise TargetUnreachable(str(exc)) from None
+            time.sleep(pause * (0.5 + random.random()))  # noqa: S311 - jitter, not crypto
+            pause = min(pause * 2, CONNECT_RETRY_MAX_S)
+
+
+def _execute_once(
+    addr: Address,
+    request: Request,
+    *,
+    secret: Secret | None,
+    tls: TlsSettings | None,
+    connect_deadline: float,
+    deadline: float,
+    timeout: float,
+) -> AgentInfo | tuple[ModuleResult, ...]:
     where = format_address(addr)
-    sock = _connect(addr, max(0.001, min(connect_timeout, timeout)), tls)
+    sock = _connect(addr, max(0.001, connect_deadline - time.monotonic()), tls)
+    opened: list[tuple[Any, Callable[[], Any]]] = []
+
+    def open_rpyc() -> None:  # rule 8
+        opened.append(_open(sock, deadline=deadline, timeout=timeout))
+
     try:
-        handshake_deadline = min(deadline, time.monotonic() + connect_timeout)
-        session = _handshake(sock, addr, secret, handshake_deadline)
-        return _serve(sock, session, request, deadline=deadline, where=where, timeout=timeout)
+        session = _handshake(sock, addr, secret, connect_deadline, then=open_rpyc)
+        conn, root = opened[0]
+        return _serve(sock, conn, root, session, request, deadline=deadline, where=where)
     finally:
+        # rpyc's polite close would wait for a hung agent's reply: closed at once instead
+        transport.close_connection(sock, opened[0][0] if opened else None)
         sock.close()
+
+
+def _open(sock: socket.socket, *, deadline: float, timeout: float) -> tuple[Any, Callable[[], Any]]:
+    """The rpyc connection over ``sock`` and the wait for its root, requested already."""
+    # rpyc retries reads on a socket timeout; a write that stalls this long breaks the call.
+    sock.settimeout(max(0.001, deadline - time.monotonic()) + SYNC_TIMEOUT_MARGIN_S)
+    conn = transport.client_connection(sock, sync_request_timeout=timeout + SYNC_TIMEOUT_MARGIN_S)
+    try:
+        root = transport.request_root(conn, max(0.05, deadline - time.monotonic()) + CALL_MARGIN_S)
+    except BaseException:
+        transport.close_connection(sock, conn)
+        raise
+    return conn, root
 
 
 def _serve(
     sock: socket.socket,
+    conn: Any,
+    pending_root: Callable[[], Any],
     session: auth.Session,
-    request: ReloadRequest | RollbackRequest | StatusRequest,
+    request: Request,
     *,
     deadline: float,
     where: str,
-    timeout: float,
 ) -> AgentInfo | tuple[ModuleResult, ...]:
-    # rpyc retries reads on a socket timeout; a write that stalls this long breaks the call.
-    sock.settimeout(max(0.001, deadline - time.monotonic()) + SYNC_TIMEOUT_MARGIN_S)
-    conn = transport.client_connection(sock, sync_request_timeout=timeout + SYNC_TIMEOUT_MARGIN_S)
-
     def arm() -> None:  # rule 2: no rpyc request outlives our deadline by much
         transport.set_request_timeout(conn, max(0.05, deadline - time.monotonic()) + CALL_MARGIN_S)
 
     try:
         arm()
-        submit = _Call(transport.method_by_name(conn, "submit"), session, where, arm)
-        poll = _Call(transport.method_by_name(conn, "poll"), session, where, arm)
-        return _converse(submit, poll, request, deadline, where)
+        root = pending_root()
+        submit = Call(transport.method_by_name(conn, "submit", root), session, where, arm)
+        poll = Call(transport.method_by_name(conn, "poll", root), session, where, arm)
+        return converse(submit, poll, request, deadline, where)
     except (TargetAuthFailed, TargetRefused, TargetTimeout, TargetUnreachable, RemoteProtocolError):
         raise
     except TimeoutError:
@@ -388,6 +392,3 @@ def _serve(
         raise RemoteProtocolError(
             f"{where}: the agent raised KeyboardInterrupt instead of answering"
         ) from None
-    finally:
-        # rpyc's polite close would wait for a hung agent's reply: closed at once instead
-        transport.close_connection(sock, conn)

@@ -19,6 +19,7 @@ from typing import Annotated, Final, NoReturn, cast
 
 import typer
 
+from reloadctl import __version__
 from reloadctl.client.settings import Choice, Output, Settings
 from reloadctl.errors import ConfigError, UsageError
 
@@ -33,6 +34,8 @@ __all__ = [
     "TlsCa",
     "TlsCert",
     "TlsKey",
+    "Verify",
+    "VersionOpt",
     "WatchPush",
     "fail",
     "shared",
@@ -87,7 +90,11 @@ ConnectTimeout = Annotated[
 ]
 Parallel = Annotated[
     int | None,
-    typer.Option("--parallel", "-P", help="Targets at a time. [default: min(32, 4 x CPUs)]"),
+    typer.Option(
+        "--parallel",
+        "-P",
+        help="Targets at a time. [default: min(32, 4 x CPUs); 64 with a tcp/tls target]",
+    ),
 ]
 Deadline = Annotated[
     float | None,
@@ -204,6 +211,27 @@ def _settings(ctx: typer.Context, **values: object) -> Settings:
 Modules = Annotated[
     list[str],
     typer.Argument(help="Dotted module names.", metavar="MODULE...", show_default=False),
+]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"reloadctl {__version__}")
+        raise typer.Exit()
+
+
+VersionOpt = Annotated[
+    bool | None,
+    typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+]
+Verify = Annotated[
+    str | None,
+    typer.Option(
+        "--verify",
+        metavar="MODULE:FUNCTION",
+        help="Call this zero-argument function in each process after the reload; if it "
+        "raises or returns False, that process rolls the reload back (VerifyFailed).",
+    ),
 ]
 
 

@@ -58,6 +58,7 @@ __all__ = [
     "run_request",
     "secrets_for",
     "select",
+    "verify_spec",
 ]
 
 Request = ReloadRequest | RollbackRequest | StatusRequest
@@ -71,15 +72,16 @@ def output_format(s: Settings) -> str:
     return "table" if sys.stdout.isatty() else "ndjson"
 
 
-def fanout_options(s: Settings) -> FanoutOptions:
-    """The fan-out bounds the settings ask for, defaults filled in.
+def fanout_options(s: Settings, targets: Sequence[Target] = ()) -> FanoutOptions:
+    """The fan-out bounds the settings ask for, defaults filled in (the pool's from
+    ``targets``: ``settings.default_parallel``).
 
     Raises:
         UsageError: a bound is out of range (``-P 0``, a negative timeout).
     """
     try:
         return FanoutOptions(
-            parallel=default_parallel() if s.parallel is None else s.parallel,
+            parallel=default_parallel(targets) if s.parallel is None else s.parallel,
             connect_timeout=DEFAULT_CONNECT_TIMEOUT
             if s.connect_timeout is None
             else s.connect_timeout,
@@ -179,12 +181,27 @@ def rollout_plan(
     return RolloutPlan(canary, sizes, threshold, fail_fast, ignore_unreachable, pause)
 
 
+def verify_spec(spec: str | None) -> str:
+    """``--verify``'s value as the request carries it (``""``: none given).
+
+    Raises:
+        UsageError: it is not ``MODULE:FUNCTION``.
+    """
+    if spec is None:
+        return ""
+    module, sep, function = spec.partition(":")
+    if not (sep and module and function):
+        raise UsageError(f"--verify {spec!r}: expected MODULE:FUNCTION")
+    return spec
+
+
 def reload_request(
     modules: Sequence[str],
     *,
     dry_run: bool,
     dependents: bool,
     deadline_s: float,
+    verify: str = "",
     push: bool = False,
     roots: Sequence[Path] = (),
     write: bool = False,
@@ -198,7 +215,9 @@ def reload_request(
         PushError: a file cannot be read or decoded, or the push is over its size limit.
     """
     names = tuple(dict.fromkeys(modules))
-    request = ReloadRequest(names, dry_run=dry_run, dependents=dependents, deadline_s=deadline_s)
+    request = ReloadRequest(
+        names, dry_run=dry_run, dependents=dependents, deadline_s=deadline_s, verify=verify
+    )
     if not push:
         if roots or write or allow_new_top_level:
             raise UsageError("--root, --write and --allow-new-top-level go with --push")
@@ -262,7 +281,7 @@ def run_request(
     """
     out = out or sys.stdout
     err = err or sys.stderr
-    options = fanout_options(s)
+    options = fanout_options(s, targets)
     call = transport or _real_transport(s)
     renderer = Renderer(
         output_format(s),

@@ -26,11 +26,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from reloadctl.client.fanout import Transport
+    from reloadctl.client.targets import Target
 
 __all__ = [
     "DEFAULT_CONNECT_TIMEOUT",
     "DEFAULT_TIMEOUT",
+    "REMOTE_PARALLEL",
     "TLS_CA",
     "TLS_CERT",
     "TLS_KEY",
@@ -99,8 +103,16 @@ class Choice:
     local: bool = False
 
 
-def default_parallel() -> int:
-    """``min(32, 4 x CPUs)``: the client is GIL-bound for local targets (agent-fleet F3)."""
+#: Default pool when a target is remote (tcp/tls): a remote reload waits on round trips,
+#: not on the client's CPU, so many can be in flight (one socket each).
+REMOTE_PARALLEL: Final = 64
+
+
+def default_parallel(targets: Sequence[Target] = ()) -> int:
+    """``min(32, 4 x CPUs)`` for local agents: the client is GIL-bound for them (agent-fleet
+    F3); ``REMOTE_PARALLEL`` once a target is tcp:// or tls:// (bound by latency)."""
+    if any(t.address.startswith(("tcp://", "tls://")) for t in targets):
+        return REMOTE_PARALLEL
     return min(32, 4 * (os.cpu_count() or 1))
 
 

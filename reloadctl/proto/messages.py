@@ -9,6 +9,13 @@ Rules:
 1. A request is one of ``ReloadRequest``, ``RollbackRequest``, ``StatusRequest``,
    ``PollRequest``; a reply is one of ``JobAccepted``, ``JobEvents``, ``AgentInfo``,
    ``ErrorReply``.
+2. Fields added by protocol 2 (``wait_s``, ``verify``, the push fields of
+   ``ReloadRequest``, ``PatchedModule.origin``/``digest``) default to what protocol 1
+   meant without them: no wait (the submit reply is ``JobAccepted``), no verify, no push,
+   origin and digest unknown.
+3. A reload or rollback submitted with ``wait_s > 0`` is answered with ``JobEvents`` (its
+   final results when the job finished within the wait, else what is known so far with
+   ``done`` False, to be polled from its ``cursor``) instead of ``JobAccepted``.
 """
 
 from __future__ import annotations
@@ -50,13 +57,18 @@ class ReloadRequest:
     dependents: bool = False
     #: Seconds the agent may spend on the job before it reports a timeout.
     deadline_s: float = 30.0
-    #: Pushed source (``--push``): reload from these files instead of the agent's disk.
+    #: Protocol 2: seconds the submit reply may wait for the job to finish (rule 3).
+    wait_s: float = 0.0
+    #: Protocol 2: ``"module:function"`` called after applying (no arguments); if it
+    #: raises or returns False the agent rolls this reload back (``VerifyFailed``).
+    verify: str = ""
+    #: Protocol 2: pushed source (``--push``), reloaded instead of the agent's disk files.
     push: tuple[PushedSource, ...] = ()
-    #: Packages of ``push`` shipped whole: their submodules not in ``push`` are removed.
+    #: Protocol 2: packages of ``push`` shipped whole (submodules not in it are removed).
     push_trees: tuple[str, ...] = ()
-    #: Also write the pushed files to the agent's disk (agents with accept_push="write").
+    #: Protocol 2: also write the pushed files to the agent's disk (accept_push="write").
     write: bool = False
-    #: Allow pushed modules whose top-level name is new to the agent's process.
+    #: Protocol 2: allow pushed modules whose top-level name is new to the agent's process.
     allow_new_top_level: bool = False
 
 
@@ -66,6 +78,8 @@ class RollbackRequest:
 
     modules: tuple[str, ...]
     deadline_s: float = 30.0
+    #: Protocol 2: seconds the submit reply may wait for the job to finish (rule 3).
+    wait_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -410,7 +410,7 @@ def test_random_sealed_payloads_only_get_error_replies(agents: Callable[..., Age
     agent = _tcp(agents)
     client = RawClient(agent.address)
     try:
-        valid = codec.encode(ReloadRequest(("m",)))
+        valid = codec.encode(ReloadRequest(("m",)), 1)  # protocol 1, as before v2
         for i in range(300):
             if i % 2:
                 payload = bytes(rng.getrandbits(8) for _ in range(rng.randrange(0, 200)))

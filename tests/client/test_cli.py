@@ -163,6 +163,9 @@ def test_duplicates_removed_order_kept(fake: FakeTransport, env: dict[str, str |
         (["reload", "-H", A, "--max-failures", "-1", "m"], "--max-failures"),
         (["reload", "-H", A, "--pause", "m"], "--pause needs"),
         (["reload", "-H", A, "-P", "0", "m"], "parallel"),
+        (["reload", "-H", A, "--verify", "app.health", "m"], "expected MODULE:FUNCTION"),
+        (["reload", "-H", A, "--verify", ":check", "m"], "expected MODULE:FUNCTION"),
+        (["reload", "-H", A, "--verify", "app.health:", "m"], "expected MODULE:FUNCTION"),
         (["reload", "-H", A], "Missing argument"),
         (["reload", "-H", A, "--secret", "s3cret", "m"], "No such option"),
         (["frobnicate"], "No such command"),
@@ -326,6 +329,19 @@ def test_option_after_the_command_wins(fake: FakeTransport, env: dict[str, str |
     assert records[-1] == {"summary": {"reloaded": 1}}  # ndjson, not one json document
     (_, _, connect_timeout, timeout) = fake.calls[0]
     assert (connect_timeout, timeout) == (2.0, 5.0)  # the global --timeout still applies
+
+
+def test_verify_is_carried_by_each_reload_request(
+    fake: FakeTransport, env: dict[str, str | None]
+) -> None:
+    args = ["reload", "-o", "ndjson", "-H", A, "-H", B, "--verify", "app.health:check"]
+    code, _records, _ = invoke([*args, "shop.pricing"], env, fake)
+    assert code == 0
+    assert sorted(call[0] for call in fake.calls) == [A, B]
+    assert {call[1].verify for call in fake.calls} == {"app.health:check"}  # type: ignore[attr-defined]
+    fake.calls.clear()
+    assert invoke(["reload", "-o", "ndjson", "-H", A, "shop.pricing"], env, fake)[0] == 0
+    assert fake.calls[0][1].verify == ""  # type: ignore[attr-defined]
 
 
 def test_canary_stops_a_typo_before_the_next_batch(env: dict[str, str | None]) -> None:

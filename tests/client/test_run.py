@@ -11,7 +11,7 @@ import pytest
 from fakes import FakeAgent, FakeTransport
 
 from reloadctl.client import run
-from reloadctl.client.settings import Choice, Output, Settings
+from reloadctl.client.settings import REMOTE_PARALLEL, Choice, Output, Settings
 from reloadctl.client.targets import Target
 from reloadctl.errors import ConfigError, UsageError
 from reloadctl.proto.messages import ReloadRequest
@@ -119,6 +119,29 @@ def test_selection_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     assert not isinstance(caught.value, UsageError)  # a local problem: exit 1, not 2
     with pytest.raises(UsageError, match="parallel"):
         run.fanout_options(Settings(parallel=0))
+
+
+def test_the_default_pool_follows_the_targets() -> None:
+    local = run.fanout_options(Settings()).parallel
+    assert local <= 32
+    unix = [Target("u", "unix:///run/u/a.sock")]
+    assert run.fanout_options(Settings(), unix).parallel == local
+    assert run.fanout_options(Settings(), [*unix, *TS]).parallel == REMOTE_PARALLEL
+    assert run.fanout_options(Settings(parallel=3), TS).parallel == 3  # -P wins
+
+
+@pytest.mark.parametrize(
+    ("given", "carried"),
+    [(None, ""), ("app.health:check", "app.health:check"), ("m:Cls.method", "m:Cls.method")],
+)
+def test_verify_spec(given: str | None, carried: str) -> None:
+    assert run.verify_spec(given) == carried
+
+
+@pytest.mark.parametrize("given", ["", "app", ":check", "app:", ":"])
+def test_verify_spec_refuses_what_is_not_module_function(given: str) -> None:
+    with pytest.raises(UsageError, match="expected MODULE:FUNCTION"):
+        run.verify_spec(given)
 
 
 def test_ps_with_no_agent_is_not_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

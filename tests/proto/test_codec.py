@@ -90,7 +90,7 @@ GARBAGE = [
     ("not a map", msgpack.packb([1, 2, 3])),
     ("missing key", msgpack.packb({"v": 1, "t": "status"})),
     ("extra envelope key", msgpack.packb({"v": 1, "t": "status", "b": {}, "x": 1})),
-    ("version 2", _env("status", {}, v=2)),
+    ("version 3", _env("status", {}, v=3)),
     ("version 0", _env("status", {}, v=0)),
     ("version bool", _env("status", {}, v=True)),
     ("version str", _env("status", {}, v="1")),
