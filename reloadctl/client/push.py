@@ -176,16 +176,24 @@ def version_mismatches(infos: Sequence[tuple[str, AgentInfo]]) -> list[str]:
     """One line per module that the agents of a selection (``(target, info)`` pairs) run in
     different versions: by digest, and a target that runs it unpatched counts as ``disk``
     only when another target patched it (a worker started after a push, a target that was
-    unreachable then)."""
+    unreachable then). A target that patched a module but cannot say which version (an
+    agent that speaks protocol 1: no origin, no digest) is left out of that module's count."""
     versions: dict[str, dict[str, list[str]]] = {}
+    unknown: dict[str, set[str]] = {}
     for target, info in infos:
         for p in info.patched:
-            label = p.origin if p.origin.startswith("push:") else f"disk:{p.digest[:12] or '?'}"
+            if p.origin.startswith("push:"):
+                label = p.origin
+            elif p.digest:
+                label = f"disk:{p.digest[:12]}"
+            else:
+                unknown.setdefault(p.module, set()).add(target)
+                continue
             versions.setdefault(p.module, {}).setdefault(label, []).append(target)
     lines: list[str] = []
     every = [target for target, _ in infos]
     for module, found in versions.items():
-        patched = {t for ts in found.values() for t in ts}
+        patched = {t for ts in found.values() for t in ts} | unknown.get(module, set())
         unpatched = [t for t in every if t not in patched]
         labels = {**found, "not patched": unpatched} if unpatched else found
         if len(labels) < 2:

@@ -157,3 +157,15 @@ def test_version_mismatches_name_each_version_and_its_targets() -> None:
         "m: targets run different versions: push:aaaaaaaaaaaa on 2 (t1, t2); "
         "disk:bbbbbbbbbbbb on 1 (t3); not patched on 1 (t4)"
     ]
+
+
+def test_a_target_that_cannot_say_its_version_is_not_a_version_of_its_own() -> None:
+    # a protocol-1 agent reports a patched module without origin or digest
+    pushed = PatchedModule("m", 1, 0.0, True, origin="push:aaaaaaaaaaaa", digest="a" * 64)
+    old = PatchedModule("m", 3, 0.0, None)
+    assert version_mismatches([("t1", _info(pushed)), ("t2", _info(old))]) == []
+    assert version_mismatches([("t1", _info(old)), ("t2", _info(old))]) == []
+    lines = version_mismatches([("t1", _info(pushed)), ("t2", _info(old)), ("t3", _info())])
+    assert lines == [
+        "m: targets run different versions: push:aaaaaaaaaaaa on 1 (t1); not patched on 1 (t3)"
+    ]
