@@ -111,13 +111,13 @@ def adopt_attributes(ctx: Context, new: Any, old: Any) -> dict[str, Any] | None:
     """
     try:
         attrs = object.__getattribute__(new, "__dict__")
-    except AttributeError:
+    except Exception:  # noqa: BLE001 - no instance dict, or a property that raises
         return None
     if type(attrs) is not dict or isinstance(new, type) or len(attrs) > _MAX_ATTRIBUTES:
         return None
     try:
         old_attrs = object.__getattribute__(old, "__dict__") if old is not None else {}
-    except AttributeError:
+    except Exception:  # noqa: BLE001 - same
         old_attrs = {}
     if type(old_attrs) is not dict:
         old_attrs = {}

@@ -24,8 +24,7 @@ from collections.abc import Iterable, Sequence
 from types import CodeType
 
 from reloadctl.agent.engine import history
-from reloadctl.agent.engine.dependents import rebind_dependents
-from reloadctl.agent.engine.moves import Moved, follow_moves
+from reloadctl.agent.engine.crosslinks import link_batch
 from reloadctl.agent.engine.namespace import Applied, HookFailed, apply_module
 from reloadctl.agent.engine.order import dependency_order
 from reloadctl.agent.engine.plan import plan_actions
@@ -233,30 +232,17 @@ def _apply_batch(
         spent[t.name] += _ms(start)
         done.append((t, applied))
     # after every body ran: follow definitions moved between modules, rebind stale
-    # from-imports, then the modules' own __reload__ hooks; any failure undoes the batch
+    # from-imports (optional steps: faults rule 2), then the modules' own __reload__
+    # hooks; a hook that fails undoes the batch
     more_actions: dict[str, list[Action]] = {}
     more_warnings: dict[str, list[str]] = {}
     if done:
         start = time.perf_counter()
-        try:
-            more_actions, more_warnings = follow_moves(
-                [Moved(t.name, a.snapshot, a.undo) for t, a in done],
-                [name for name in list(sys.modules) if name not in loaded_before],
-            )
-            if dependents or len(done) > 1:
-                rebound = rebind_dependents(
-                    [(t.name, a.snapshot, vars(t.module), a.undo) for t, a in done],
-                    only=None if dependents else frozenset(t.name for t, _ in done),
-                )
-                for module, found in rebound.items():
-                    more_actions.setdefault(module, []).extend(found)
-        except Exception as exc:  # noqa: BLE001 - an engine bug must not leave a half batch
-            first = done[0][0].name
-            spent[first] += _ms(start)
-            _fail_batch(
-                first, exc, done, [], results=results, spent=spent, loaded_before=loaded_before
-            )
-            return [results[name] for name in requested]
+        more_actions, more_warnings = link_batch(
+            [(t.name, t.module, a.snapshot, a.undo) for t, a in done],
+            loaded_before,
+            dependents=dependents,
+        )
         spent[done[0][0].name] += _ms(start)
     for t, applied in done:
         hook = vars(t.module).get("__reload__")

@@ -348,8 +348,10 @@ def _update_abstract(ctx: Context, cls: type) -> None:
 def _rebuild_pydantic(ctx: Context, old: type, new: type, adopt: Adopt) -> None:
     """A pydantic model's validator was built for the new class: rebuild it for the old,
     with field types naming the live classes (``a: A`` validates into the kept ``A``)."""
+    if "__pydantic_validator__" not in new.__dict__:
+        return
     rebuild = getattr(old, "model_rebuild", None)
-    if "__pydantic_validator__" not in new.__dict__ or not callable(rebuild):
+    if not callable(rebuild):
         return
     if not new.__dict__.get("__pydantic_complete__", False):
         return  # not a finished model (pydantic's own BaseModel, or one awaiting rebuild)
