@@ -29,7 +29,7 @@ import types
 from collections.abc import Callable
 from types import FunctionType, GetSetDescriptorType, MemberDescriptorType
 
-from reloadctl.agent.engine.context import Context, is_translatable
+from reloadctl.agent.engine.context import Context, is_translatable, static_attr
 from reloadctl.agent.engine.functions import repoint_member, same
 
 TYPE_CHECKING = False
@@ -257,7 +257,7 @@ def _adopt_member(ctx: Context, current: Any, value: Any, adopt: Adopt) -> Any:
             return current
         return value
     if isinstance(value, (FunctionType, type)) or (
-        getattr(value, "__wrapped__", None) is not None and not isinstance(value, property)
+        static_attr(value, "__wrapped__") is not None and not isinstance(value, property)
     ):
         return adopt(ctx, value, current)
     if isinstance(value, property) and type(current) is type(value):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import functools
-from types import CodeType, FunctionType
+from types import CodeType, FunctionType, GetSetDescriptorType, MemberDescriptorType
 
 from reloadctl.agent.engine.faults import describe
 from reloadctl.agent.engine.undo import UndoLog
@@ -77,6 +77,8 @@ def is_typing_alias(obj: Any) -> bool:
     return type(attrs) is dict and "__origin__" in attrs and type(attrs.get("__args__")) is tuple
 
 
+#: How deep ``Context.translated`` looks into nested containers (state-machine tables nest).
+_MAX_DEPTH: Final = 5
 #: Types ``Context.translated`` never looks into.
 _ATOMS: Final = frozenset({str, bytes, int, float, bool, type(None), complex})
 
@@ -87,12 +89,36 @@ def is_translatable(obj: Any) -> bool:
     return type(obj) in (dict, list, set, functools.partial) or is_typing_alias(obj)
 
 
-def hasattr_safe(obj: Any, name: str) -> bool:
-    """``hasattr`` that also treats any exception raised by a lookup as "absent"."""
+def static_attr(obj: Any, name: str) -> Any:
+    """``obj.name`` found without running any of the object's own code (its instance dict,
+    then its class's MRO; descriptors only when built in), or None. ``getattr`` would run
+    a ``__getattr__``, and a lazy object's imports the module it stands for (six's moved
+    modules import ``dbm.gnu``, a proxy forwards to what it wraps)."""
     try:
-        return hasattr(obj, name)
-    except Exception:  # noqa: BLE001 - same reason
-        return False
+        attrs = object.__getattribute__(obj, "__dict__")
+    except Exception:  # noqa: BLE001 - no instance dict, or a property that raises
+        attrs = None
+    if type(attrs) is dict and name in attrs:
+        return attrs[name]
+    for klass in type(obj).__mro__:
+        value = klass.__dict__.get(name, _ABSENT)
+        if value is _ABSENT:
+            continue
+        if isinstance(value, (GetSetDescriptorType, MemberDescriptorType)):
+            try:
+                return value.__get__(obj, type(obj))
+            except Exception:  # noqa: BLE001 - an empty slot
+                return None
+        return None if hasattr(type(value), "__get__") else value
+    return None
+
+
+def hasattr_safe(obj: Any, name: str) -> bool:
+    """True when ``static_attr`` finds ``name`` on ``obj`` (and it is not None)."""
+    return static_attr(obj, name) is not None
+
+
+_ABSENT: Final = object()
 
 
 class Context:
@@ -240,12 +266,12 @@ class Context:
         """``obj`` referring to the objects kept: a new object is replaced by the one
         standing for it; lists, dicts (values and keys), sets, partials and typing aliases
         are changed in place; tuples and frozensets are rebuilt and the rebuilt one is
-        returned (the caller rebinds it). Three levels deep at most."""
+        returned (the caller rebinds it). ``_MAX_DEPTH`` levels deep at most."""
         chosen = self.memo.get(id(obj))
         if chosen is not None:
             return chosen
         kind = type(obj)
-        if depth > 2 or kind in _ATOMS:
+        if depth > _MAX_DEPTH or kind in _ATOMS:
             return obj
         kept = self.memo.get(id(kind))
         if isinstance(kept, type) and kept is not kind and not issubclass(kind, enum.Enum):
@@ -264,8 +290,13 @@ class Context:
                 new = self.translated(value, depth + 1)
                 if new is not value:
                     obj[key] = new
-            if any(id(key) in self.memo for key in obj):
-                pairs = [(self.resolved(key), value) for key, value in obj.items()]
+            # keys too: ``{(Request, CLIENT): ...}`` must be found with the kept classes
+            keys = [
+                self.translated(key, depth + 1) if type(key) in (tuple, frozenset) else key
+                for key in obj
+            ]
+            if any(a is not b or id(a) in self.memo for a, b in zip(keys, obj, strict=True)):
+                pairs = [(self.resolved(k), v) for k, v in zip(keys, obj.values(), strict=True)]
                 obj.clear()  # keeps the order; the dict is the new body's own
                 obj.update(pairs)
         elif kind is set:

@@ -32,7 +32,7 @@ import weakref
 from collections.abc import Callable
 from types import FunctionType
 
-from reloadctl.agent.engine.context import Context, hasattr_safe, is_translatable
+from reloadctl.agent.engine.context import Context, hasattr_safe, is_translatable, static_attr
 from reloadctl.agent.engine.source import function_codes
 from reloadctl.agent.engine.undo import FUNCTION_ATTRS, replace_contents
 
@@ -248,8 +248,8 @@ def adopt_wrapper(ctx: Context, old: Any, new: Any, adopt: Adopt) -> Any:
     if callable(params) and callable(old_params) and not same(params(), old_params()):
         reason = "its cache parameters changed"
     if not reason:
-        inner_old = old.__wrapped__
-        chosen = adopt_inner(ctx, inner_old, new.__wrapped__, adopt)
+        inner_old = static_attr(old, "__wrapped__")
+        chosen = adopt_inner(ctx, inner_old, static_attr(new, "__wrapped__"), adopt)
         if chosen is not inner_old:
             reason = "the function it wraps could not be patched in place"
     if reason:
@@ -318,10 +318,7 @@ def _member_functions(member: Any) -> list[FunctionType]:
                 todo.append(obj)
             continue
         for name in ("__func__", "fget", "fset", "fdel", "func", "__wrapped__"):
-            try:
-                inner = getattr(obj, name, None)
-            except Exception:  # noqa: BLE001 - a hostile descriptor: nothing to follow
-                inner = None
+            inner = static_attr(obj, name)
             if inner is not None:
                 todo.append(inner)
     return found

@@ -312,3 +312,45 @@ def test_dependents_star_import_receives_new_public_names(kit: Kit) -> None:
     )
     kit.ok("m")
     assert not hasattr(star, "c")
+
+
+def test_tuple_keys_deep_in_tables_name_the_kept_classes(kit: Kit) -> None:
+    # h11's state machine: {SERVER: {IDLE: {(Request, CLIENT): SEND_BODY}}}, classes as keys
+    src = (
+        "class Sentinel(type):\n    pass\n"
+        "class CLIENT(metaclass=Sentinel):\n    pass\n"
+        "class SERVER(metaclass=Sentinel):\n    pass\n"
+        "class Request:\n    pass\n"
+        "TABLE = {SERVER: {'idle': {'deeper': {(Request, CLIENT): 'send-body'}}}}\n"
+        "def lookup():\n    return TABLE[SERVER]['idle']['deeper'][(Request, CLIENT)]\n"
+    )
+    kit.write("table", src)
+    mod = kit.load("table")
+    client, request = mod.CLIENT, mod.Request
+    kit.write("table", src.replace("'send-body'", "'SEND-BODY'"))
+    kit.ok("table")
+    assert mod.CLIENT is client and mod.Request is request
+    assert mod.TABLE[mod.SERVER]["idle"]["deeper"][(request, client)] == "SEND-BODY"
+    assert mod.lookup() == "SEND-BODY"
+
+
+def test_lazy_attributes_are_never_resolved_by_the_engine(kit: Kit) -> None:
+    # six's moved modules: any attribute lookup imports the module they stand for
+    src = (
+        "RESOLVED = []\n"
+        "class Lazy:\n"
+        "    def __init__(self, name):\n        self.name = name\n"
+        "    def __getattr__(self, attr):\n"
+        "        RESOLVED.append(attr)\n"
+        "        raise ModuleNotFoundError(f'No module named {self.name!r}')\n"
+        "class Moves:\n    gnu = Lazy('_gdbm_absent')\n    def f(self):\n        return 1\n"
+        "ITEMS = [Lazy('x')]\nONE = Lazy('y')\n"
+    )
+    kit.write("lazymoves", src)
+    mod = kit.load("lazymoves")
+    moves = mod.Moves
+    kit.write("lazymoves", src.replace("return 1", "return 2"))
+    r = kit.ok("lazymoves")
+    assert not r.warnings, r.warnings
+    assert mod.Moves is moves and moves().f() == 2
+    assert mod.RESOLVED == []
