@@ -354,3 +354,34 @@ def test_lazy_attributes_are_never_resolved_by_the_engine(kit: Kit) -> None:
     assert not r.warnings, r.warnings
     assert mod.Moves is moves and moves().f() == 2
     assert mod.RESOLVED == []
+
+
+def test_sorted_batch_with_function_level_cycle_applies_the_package_last(kit: Kit) -> None:
+    # click: core imports decorators inside functions, decorators imports core at top; the
+    # package, first in sorted order, imports a name only the new decorators defines
+    kit.write("pkg", "from .core import f\nfrom .decorators import d\n", package=True)
+    kit.write("pkg.core", "def f():\n    from .decorators import d\n    return d()\n")
+    kit.write("pkg.decorators", "from .core import f\ndef d():\n    return 1\n")
+    pkg = kit.load("pkg")
+    kit.write(
+        "pkg.decorators",
+        "from .core import f\ndef d():\n    return 2\nclass HelpOption:\n    pass\n",
+    )
+    kit.write("pkg.core", "def f():\n    from .decorators import d\n    return d() * 10\n")
+    kit.write("pkg", "from .core import f\nfrom .decorators import d, HelpOption\n", package=True)
+    results = kit.reload("pkg", "pkg.core", "pkg.decorators")
+    assert [r.status for r in results] == ["reloaded"] * 3, results
+    assert pkg.f() == 20 and pkg.HelpOption.__name__ == "HelpOption"
+
+
+def test_a_package_is_never_picked_to_break_a_cycle_before_its_submodules(kit: Kit) -> None:
+    kit.write("pkg", "from .a import A\nfrom .b import B\n", package=True)
+    kit.write("pkg.a", "from . import b\nA = 1\n")
+    kit.write("pkg.b", "from . import a\nB = 1\n")
+    pkg = kit.load("pkg")
+    kit.write("pkg.a", "from . import b\nA = 2\n")
+    kit.write("pkg.b", "from . import a\nB = 2\nC = 3\n")
+    kit.write("pkg", "from .a import A\nfrom .b import B, C\n", package=True)
+    results = kit.reload("pkg", "pkg.a", "pkg.b")
+    assert [r.status for r in results] == ["reloaded"] * 3, results
+    assert (pkg.A, pkg.B, pkg.C) == (2, 2, 3)
