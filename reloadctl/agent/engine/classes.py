@@ -5,6 +5,9 @@ Rules:
    (new bases mapped to the old classes they stand for), same ``__slots__`` and instance
    size. Otherwise the new class replaces it and a warning says that instances created
    before the reload keep the old class. ``__class__`` is never assigned across layouts.
+   (b) Instances the new body bound that cannot be given the old class (variable-size
+   layouts with a ``__dict__``) are replaced by the equal old instance bound under the
+   same name; when one has none, the new class replaces the old one.
 2. Every member of the new class body goes onto the old class (methods patched in place
    where possible, properties, class/static methods, attributes, nested classes
    recursively); members the new body does not define are deleted from the old class,
@@ -119,7 +122,7 @@ def adopt_class(ctx: Context, old: type, new: type, adopt: Adopt) -> type:
         return adopt_enum(ctx, old, new, adopt)
     # decided before looking at members, so self-references inside the body resolve
     ctx.choose(new, old)
-    reason = layout_change(ctx, old, new, adopt)
+    reason = layout_change(ctx, old, new, adopt) or _instances_stuck(ctx, old, new)
     if reason:
         return replace_class(ctx, old, new, reason, adopt)
     record_class(ctx, old)
@@ -130,29 +133,73 @@ def adopt_class(ctx: Context, old: type, new: type, adopt: Adopt) -> type:
     return old
 
 
+def _instances_stuck(ctx: Context, old: type, new: type) -> str:
+    """Rule 1b: the new body bound instances of ``new`` whose layout cannot take another
+    class (variable size with a ``__dict__``: ``int``/``tuple`` subclasses, like sqlparse's
+    ``Keyword = Token.Keyword``). When each is equal to the old instance bound under the
+    same name, that old instance stands for it (the module keeps its own objects, of the
+    kept class); otherwise the class is replaced, so the module's own objects are
+    instances of the module's class."""
+    pairs = [] if issubclass(new, type) else ctx.stuck.get(id(new), [])
+    if all(type(held) is old and same(held, made) for made, held in pairs):
+        for made, held in pairs:
+            ctx.choose(made, held)
+        return ""
+    return "the new body made instances of it that cannot take the kept class"
+
+
 def replace_class(ctx: Context, old: type, new: type, reason: str, adopt: Adopt) -> type:
     """Let ``new`` take ``old``'s place (rule 1) and report it."""
     qualname = new.__qualname__
     ctx.memo[id(new)] = new
-    fix_new_class(ctx, new, adopt)
+    chosen = fix_new_class(ctx, new, adopt)
     ctx.act("replaced", qualname, reason)
     ctx.warn(f"instances created before reload keep the old class {ctx.label(qualname)}: {reason}")
-    return new
+    return chosen
 
 
-def fix_new_class(ctx: Context, new: type, adopt: Adopt) -> None:
-    """A class that stays new: base it on the live classes and fix its methods' cells."""
+def fix_new_class(ctx: Context, new: type, adopt: Adopt) -> type:
+    """A class that stays new: base it on the live classes and fix its methods' cells.
+    Returns the class standing for ``new``: ``new`` itself, or, when its ``__bases__``
+    cannot be assigned (a slotted base: the new base's layout is not the kept one's), a
+    class made again from its body on the live bases, as a fresh import would make it."""
     bases = resolve_bases(ctx, new, adopt)
+    chosen = new
     if bases != new.__bases__:
         try:
             new.__bases__ = bases
         except TypeError:
-            ctx.warn(
-                f"{ctx.label(new.__qualname__)} still derives from the classes of the "
-                "discarded new version: its bases could not be re-pointed"
-            )
-    for value in list(new.__dict__.values()):
+            chosen = _rebuilt(ctx, new, bases)
+    for value in list(chosen.__dict__.values()):
         repoint_member(ctx, value)
+    return chosen
+
+
+def _rebuilt(ctx: Context, new: type, bases: tuple[type, ...]) -> type:
+    """``new`` made again by its metaclass on ``bases`` (see ``fix_new_class``)."""
+    body = {
+        key: value
+        for key, value in new.__dict__.items()
+        if key not in _NEVER
+        and not (
+            isinstance(value, (MemberDescriptorType, GetSetDescriptorType))
+            and getattr(value, "__objclass__", None) is new
+        )
+    }
+    try:
+        made: type = type(new)(new.__name__, bases, body)
+        made.__qualname__ = new.__qualname__
+    except Exception as exc:  # noqa: BLE001 - class keywords or a metaclass that objects
+        ctx.warn(
+            f"{ctx.label(new.__qualname__)} still derives from the classes of the discarded "
+            f"new version: its bases could not be re-pointed ({type(exc).__name__})"
+        )
+        return new
+    ctx.keep.append(new)
+    ctx.memo[id(new)] = made
+    ctx.claimed.add(id(made))
+    ctx.act("rebuilt", new.__qualname__, "on the live base classes")
+    return made
 
 
 def copy_members(ctx: Context, old: type, new: type, adopt: Adopt, *, skip: frozenset[str]) -> None:

@@ -158,6 +158,9 @@ class Context:
         self.keep: list[Any] = []
         self.actions: list[Action] = []
         self.warnings: list[str] = []
+        #: class id -> (new instance, old value bound under the same name) for the objects
+        #: the new body bound at top level whose layout cannot take another class.
+        self.stuck: dict[int, list[tuple[Any, Any]]] = {}
         #: (old nested code, new nested code, qualified name): closures that may be live.
         self.closures: list[tuple[CodeType, CodeType, str]] = []
 

@@ -340,6 +340,10 @@ def _patch(
     if previous_code is not None:
         ctx.old_members = class_stores(previous_code)
     old_values = {id(value) for value in snapshot.values()}
+    for key, value in ns.items():
+        kind = type(value)
+        if kind.__itemsize__ and kind.__dictoffset__ and id(value) not in old_values:
+            ctx.stuck.setdefault(id(kind), []).append((value, snapshot.get(key)))
     for key, value in list(ns.items()):
         old = snapshot.get(key, _MISSING)
         if old is value:

@@ -385,3 +385,59 @@ def test_a_package_is_never_picked_to_break_a_cycle_before_its_submodules(kit: K
     results = kit.reload("pkg", "pkg.a", "pkg.b")
     assert [r.status for r in results] == ["reloaded"] * 3, results
     assert (pkg.A, pkg.B, pkg.C) == (2, 2, 3)
+
+
+TOKENS = (
+    "class _TokenType(tuple):\n"
+    "    parent = None\n"
+    "    def __getattr__(self, name):\n"
+    "        new = _TokenType(self + (name,))\n"
+    "        setattr(self, name, new)\n"
+    "        new.parent = self\n"
+    "        return new\n"
+    "Token = _TokenType()\n"
+    "Keyword = Token.Keyword\n"
+    "def is_token(x):\n    return isinstance(x, _TokenType)\n"
+)
+
+
+def test_module_level_instances_of_a_tuple_subclass_stay_instances_of_its_class(kit: Kit) -> None:
+    # sqlparse's tokens: instances with a __dict__ and a variable size cannot change class
+    kit.write("tokens", TOKENS)
+    mod = kit.load("tokens")
+    cls, keyword = mod._TokenType, mod.Keyword
+    kit.write(
+        "tokens",
+        TOKENS.replace(
+            "    parent = None\n",
+            "    parent = None\n    def __repr__(self):\n        return 'Token.' + '.'.join(self)\n",
+        ),
+    )
+    r = kit.ok("tokens")
+    assert not r.warnings, r.warnings
+    assert mod._TokenType is cls and mod.Keyword is keyword  # the equal old instance stands in
+    assert mod.is_token(mod.Keyword) and repr(mod.Keyword) == "Token.Keyword"
+    # a new instance with no old counterpart: the class is replaced, with a warning
+    kit.write("tokens", TOKENS + "Name = Token.Name\n")
+    r = kit.ok("tokens")
+    assert any("cannot take the kept class" in w for w in r.warnings), r.warnings
+    assert mod.is_token(mod.Name) and mod.is_token(mod.Keyword)
+
+
+def test_new_subclass_of_a_kept_slotted_class_is_built_on_the_kept_class(kit: Kit) -> None:
+    src = (
+        "class Token:\n    __slots__ = ('value',)\n"
+        "class TokenList(Token):\n    __slots__ = ('tokens',)\n    def kind(self):\n        return 'list'\n"
+    )
+    kit.write("sql", src)
+    mod = kit.load("sql")
+    token_list = mod.TokenList
+    kit.write(
+        "sql",
+        src
+        + "class Over(TokenList):\n    def kind(self):\n        return 'over:' + super().kind()\n",
+    )
+    r = kit.ok("sql")
+    assert not r.warnings, r.warnings
+    assert mod.TokenList is token_list and issubclass(mod.Over, token_list)
+    assert mod.Over().kind() == "over:list"
