@@ -34,6 +34,7 @@ from types import FunctionType, GetSetDescriptorType, MemberDescriptorType
 
 from reloadctl.agent.engine.context import Context, is_translatable, static_attr
 from reloadctl.agent.engine.functions import repoint_member, same
+from reloadctl.agent.engine.layouts import instances_stuck, rebuilt
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -122,7 +123,7 @@ def adopt_class(ctx: Context, old: type, new: type, adopt: Adopt) -> type:
         return adopt_enum(ctx, old, new, adopt)
     # decided before looking at members, so self-references inside the body resolve
     ctx.choose(new, old)
-    reason = layout_change(ctx, old, new, adopt) or _instances_stuck(ctx, old, new)
+    reason = layout_change(ctx, old, new, adopt) or instances_stuck(ctx, old, new)
     if reason:
         return replace_class(ctx, old, new, reason, adopt)
     record_class(ctx, old)
@@ -131,21 +132,6 @@ def adopt_class(ctx: Context, old: type, new: type, adopt: Adopt) -> type:
     _refresh_abc(ctx, old, new, adopt, abstract)
     _rebuild_pydantic(ctx, old, new, adopt)
     return old
-
-
-def _instances_stuck(ctx: Context, old: type, new: type) -> str:
-    """Rule 1b: the new body bound instances of ``new`` whose layout cannot take another
-    class (variable size with a ``__dict__``: ``int``/``tuple`` subclasses, like sqlparse's
-    ``Keyword = Token.Keyword``). When each is equal to the old instance bound under the
-    same name, that old instance stands for it (the module keeps its own objects, of the
-    kept class); otherwise the class is replaced, so the module's own objects are
-    instances of the module's class."""
-    pairs = [] if issubclass(new, type) else ctx.stuck.get(id(new), [])
-    if all(type(held) is old and same(held, made) for made, held in pairs):
-        for made, held in pairs:
-            ctx.choose(made, held)
-        return ""
-    return "the new body made instances of it that cannot take the kept class"
 
 
 def replace_class(ctx: Context, old: type, new: type, reason: str, adopt: Adopt) -> type:
@@ -169,37 +155,10 @@ def fix_new_class(ctx: Context, new: type, adopt: Adopt) -> type:
         try:
             new.__bases__ = bases
         except TypeError:
-            chosen = _rebuilt(ctx, new, bases)
+            chosen = rebuilt(ctx, new, bases)
     for value in list(chosen.__dict__.values()):
         repoint_member(ctx, value)
     return chosen
-
-
-def _rebuilt(ctx: Context, new: type, bases: tuple[type, ...]) -> type:
-    """``new`` made again by its metaclass on ``bases`` (see ``fix_new_class``)."""
-    body = {
-        key: value
-        for key, value in new.__dict__.items()
-        if key not in _NEVER
-        and not (
-            isinstance(value, (MemberDescriptorType, GetSetDescriptorType))
-            and getattr(value, "__objclass__", None) is new
-        )
-    }
-    try:
-        made: type = type(new)(new.__name__, bases, body)
-        made.__qualname__ = new.__qualname__
-    except Exception as exc:  # noqa: BLE001 - class keywords or a metaclass that objects
-        ctx.warn(
-            f"{ctx.label(new.__qualname__)} still derives from the classes of the discarded "
-            f"new version: its bases could not be re-pointed ({type(exc).__name__})"
-        )
-        return new
-    ctx.keep.append(new)
-    ctx.memo[id(new)] = made
-    ctx.claimed.add(id(made))
-    ctx.act("rebuilt", new.__qualname__, "on the live base classes")
-    return made
 
 
 def copy_members(ctx: Context, old: type, new: type, adopt: Adopt, *, skip: frozenset[str]) -> None:
