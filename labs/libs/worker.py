@@ -260,18 +260,26 @@ class Probes:
 
 
 def _static_all(path: Path) -> list[str] | None:
+    """The names of ``__all__`` that the module body binds at top level (an ``__all__``
+    may list a name the module never defines: a fresh import lacks it too)."""
     try:
         tree = ast.parse(path.read_text("utf-8"))
     except (SyntaxError, ValueError):
         return None
+    exported: list[str] | None = None
+    bound: set[str] = set()
     for node in tree.body:
-        if isinstance(node, ast.Assign) and any(
-            isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets
-        ):
-            with contextlib.suppress(ValueError):
-                value = ast.literal_eval(node.value)
-                return [str(v) for v in value]
-    return None
+        if isinstance(node, ast.Assign):
+            names = {t.id for t in node.targets if isinstance(t, ast.Name)}
+            bound |= names
+            if "__all__" in names:
+                with contextlib.suppress(ValueError):
+                    exported = [str(v) for v in ast.literal_eval(node.value)]
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            bound.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            bound |= {(a.asname or a.name).partition(".")[0] for a in node.names}
+    return None if exported is None else [n for n in exported if n in bound]
 
 
 # -- upgrade methods ------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from reloadctl.agent.engine.plan import plan_actions
 from reloadctl.agent.engine.proof import proven_unchanged
 from reloadctl.agent.engine.resolve import Target, failure, loaded_module, prepare
 from reloadctl.agent.engine.source import read_source
+from reloadctl.agent.engine.vanished import remove, removed_by_upgrade
 from reloadctl.results import (
     FAILED,
     RELOADED,
@@ -202,7 +203,15 @@ def _apply_batch(
         else:
             spent[name] += _ms(start)
             targets.append(item)
-    culprit = next((r for r in results.values() if r.status == FAILED and r.error), None)
+    vanished = removed_by_upgrade(results, prepared, Target)
+    culprit = next(
+        (
+            r
+            for r in results.values()
+            if r.status == FAILED and r.error and r.module not in vanished
+        ),
+        None,
+    )
     if culprit is not None and culprit.error is not None:
         for t in targets:
             results[t.name] = _rolled_back(
@@ -272,6 +281,8 @@ def _apply_batch(
         actions = applied.actions + tuple(more_actions.get(t.name, ()))
         warnings = t.compile_warnings + applied.warnings + tuple(more_warnings.get(t.name, ()))
         results[t.name] = ModuleResult(t.name, RELOADED, None, actions, warnings, spent[t.name])
+    for name, parent in vanished.items():
+        results[name] = remove(name, parent, spent[name])
     return [results[name] for name in requested]
 
 

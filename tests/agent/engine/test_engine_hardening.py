@@ -441,3 +441,35 @@ def test_new_subclass_of_a_kept_slotted_class_is_built_on_the_kept_class(kit: Ki
     assert not r.warnings, r.warnings
     assert mod.TokenList is token_list and issubclass(mod.Over, token_list)
     assert mod.Over().kind() == "over:list"
+
+
+def test_a_module_the_upgrade_removed_leaves_sys_modules_instead_of_failing_the_batch(
+    kit: Kit,
+) -> None:
+    # marshmallow 4 dropped marshmallow.base and marshmallow.warnings
+    kit.write("pkg", "from .base import Base\nfrom . import warnings\n", package=True)
+    kit.write("pkg.base", "class Base:\n    pass\n")
+    kit.write("pkg.warnings", "X = 1\n")
+    pkg = kit.load("pkg")
+    kit.write("pkg.base", None)
+    kit.write("pkg.warnings", None)
+    kit.write("pkg.fields", "class Field:\n    pass\n")
+    kit.write("pkg", "from .fields import Field\n", package=True)
+    results = kit.reload("pkg", "pkg.base", "pkg.fields", "pkg.warnings")
+    assert [r.status for r in results] == ["reloaded", "reloaded", "not_loaded", "reloaded"], (
+        results
+    )
+    assert actions(results[1], "removed") == [kit.name("pkg.base")]
+    assert results[1].warnings and "removed from sys.modules" in results[1].warnings[0]
+    assert kit.name("pkg.base") not in sys.modules and not hasattr(pkg, "Base")
+    assert not hasattr(pkg, "warnings") and pkg.Field.__name__ == "Field"
+
+
+def test_a_vanished_module_without_its_package_in_the_batch_still_fails(kit: Kit) -> None:
+    kit.write("pkg", "", package=True)
+    kit.write("pkg.gone", "X = 1\n")
+    kit.load("pkg.gone")
+    kit.write("pkg.gone", None)
+    (r,) = kit.reload("pkg.gone")
+    assert r.status == "failed" and r.error is not None and r.error.type == "FileNotFoundError"
+    assert kit.name("pkg.gone") in sys.modules
