@@ -39,6 +39,8 @@ from libraries import BASE, LIBRARIES, QUICK, Library, by_name  # noqa: E402
 
 METHODS = ("ceiling", "reloadctl", "importlib-sorted", "importlib-deps", "superreload", "jurigged")
 DOCS = REPO / "docs" / "real-libraries.md"
+#: Seconds one worker (one library, one method, its whole suite) may take.
+WORKER_TIMEOUT = 600
 #: Exit status when nothing could be downloaded or installed (no registry reachable).
 UNAVAILABLE = 75
 BEGIN, END = "<!-- lab:begin -->", "<!-- lab:end -->"
@@ -116,7 +118,8 @@ def lab_python(libs: list[Library], methods: list[str]) -> str:
         log(f"  creating the lab venv {venv}")
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     if not (venv / ".pytest-installed").exists():
-        pip(python, "install", "-q", "pytest>=8,<9")  # Unavailable: the lab cannot run
+        # Unavailable: the lab cannot run
+        pip(python, "install", "-q", "pytest>=8,<9", "pytest-timeout>=2.3,<3")
         (venv / ".pytest-installed").write_text("")
     wanted: list[str] = []
     wanted += [
@@ -192,13 +195,13 @@ def measure(lib: Library, method: str, python: str, work: Path) -> dict[str, Any
             [python, str(HERE / "worker.py"), str(spec_path)],
             capture_output=True,
             text=True,
-            timeout=900,
+            timeout=WORKER_TIMEOUT,
             env=env,
             check=False,
         )
         detail = proc.stderr[-2000:]
     except subprocess.TimeoutExpired:
-        detail = "timed out after 900 s"
+        detail = f"timed out after {WORKER_TIMEOUT} s"
     if not out.exists():
         return {"method": method, "crash": f"worker died: {detail}"}
     result: dict[str, Any] = json.loads(out.read_text())

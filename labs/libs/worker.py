@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import importlib
+import importlib.util
 import inspect
 import io
 import json
@@ -434,6 +435,9 @@ def run_tests(tree: Path, tests: list[str], extra: list[str]) -> dict[str, Any]:
     counter = Counter()
     args = [*tests, "-q", "-p", "no:cacheprovider", "-p", "no:randomly", "-o", "addopts="]
     args += ["-W", "ignore::DeprecationWarning", "--continue-on-collection-errors", *extra]
+    if importlib.util.find_spec("pytest_timeout") is not None:
+        # a test that a broken upgrade sends into a loop fails instead of hanging the run
+        args += ["--timeout=30", "--timeout-method=signal"]
     os.chdir(tree)
     sink = io.StringIO()
     start = time.perf_counter()
