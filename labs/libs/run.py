@@ -167,6 +167,10 @@ def prepare_tree(lib: Library, work: Path, method: str) -> tuple[Path, Path, Pat
                     shutil.copytree(src, live / top, ignore=shutil.ignore_patterns("__pycache__"))
                 elif src.is_file():
                     shutil.copyfile(src, live / f"{top}{suffix}")
+    # packages that read their own version (importlib.metadata) need distribution metadata
+    info = live / f"{lib.name}-{lib.new}.dist-info"
+    info.mkdir(exist_ok=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {lib.name}\nVersion: {lib.new}\n")
     return tree, live, new / lib.root
 
 

@@ -113,6 +113,11 @@ def static_attr(obj: Any, name: str) -> Any:
     return None
 
 
+def _is_named_tuple(kind: type) -> bool:
+    fields = kind.__dict__.get("_fields")
+    return isinstance(fields, tuple) and callable(getattr(kind, "_make", None))
+
+
 def hasattr_safe(obj: Any, name: str) -> bool:
     """True when ``static_attr`` finds ``name`` on ``obj`` (and it is not None)."""
     return static_attr(obj, name) is not None
@@ -277,6 +282,15 @@ class Context:
         if depth > _MAX_DEPTH or kind in _ATOMS:
             return obj
         kept = self.memo.get(id(kind))
+        named = issubclass(kind, tuple) and _is_named_tuple(kind)
+        if named:
+            # a named tuple (tabulate's ``TableFormat(lineabove=_html_begin, ...)``) must
+            # hold the live functions (the module compares with ``==``), of the live class
+            items = [self.translated(value, depth + 1) for value in obj]
+            live = kept if isinstance(kept, type) else kind
+            if live is not kind or any(a is not b for a, b in zip(items, obj, strict=True)):
+                return live._make(items)  # type: ignore[attr-defined]
+            return obj
         if isinstance(kept, type) and kept is not kind and not issubclass(kind, enum.Enum):
             # ``DEFAULTS = [P(1)]``: an instance the new body made of a class that was kept
             # (same layout, so ``__class__`` may be assigned)

@@ -473,3 +473,21 @@ def test_a_vanished_module_without_its_package_in_the_batch_still_fails(kit: Kit
     (r,) = kit.reload("pkg.gone")
     assert r.status == "failed" and r.error is not None and r.error.type == "FileNotFoundError"
     assert kit.name("pkg.gone") in sys.modules
+
+
+def test_named_tuples_in_new_tables_hold_the_kept_functions(kit: Kit) -> None:
+    # tabulate: TableFormat(lineabove=_html_begin, ...) compared with ``==`` to the global
+    src = (
+        "from collections import namedtuple\n"
+        "Fmt = namedtuple('Fmt', 'begin name')\n"
+        "def _html_begin():\n    return '<table>'\n"
+        "FORMATS = {'html': Fmt(_html_begin, 'html')}\n"
+        "def is_html(fmt):\n    return fmt.begin == _html_begin\n"
+    )
+    kit.write("fmt", src)
+    mod = kit.load("fmt")
+    begin = mod._html_begin
+    kit.write("fmt", src.replace("'<table>'", "'<table class=x>'"))
+    kit.ok("fmt")
+    assert mod._html_begin is begin and mod.FORMATS["html"].begin is begin
+    assert mod.is_html(mod.FORMATS["html"]) and begin() == "<table class=x>"
