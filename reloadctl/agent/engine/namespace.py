@@ -10,6 +10,11 @@ Rules:
    time by others stay (once the engine has seen the module's previous execution), and so
    do submodule attributes of a package.
 4. ``__before_reload__()`` of the old version runs first (if it raises, nothing changed).
+5. A package body runs with its loaded submodules bound as attributes (a fresh import binds
+   ``core`` in ``pkg`` when the body imports ``pkg.core``; an already loaded submodule is
+   not bound again by the import system).
+6. Matching each top-level name is guarded on its own (``faults`` rule 2); an engine error
+   anywhere else after the body ran undoes the module and raises ``EngineError``.
 """
 
 from __future__ import annotations
