@@ -94,13 +94,17 @@ def static_attr(obj: Any, name: str) -> Any:
     then its class's MRO; descriptors only when built in), or None. ``getattr`` would run
     a ``__getattr__``, and a lazy object's imports the module it stands for (six's moved
     modules import ``dbm.gnu``, a proxy forwards to what it wraps)."""
-    try:
-        attrs = object.__getattribute__(obj, "__dict__")
-    except Exception:  # noqa: BLE001 - no instance dict, or a property that raises
-        attrs = None
-    if type(attrs) is dict and name in attrs:
-        return attrs[name]
-    for klass in type(obj).__mro__:
+    kind = type(obj)
+    if kind in _ATOMS:
+        return None
+    if kind.__dictoffset__:
+        try:
+            attrs = object.__getattribute__(obj, "__dict__")
+        except Exception:  # noqa: BLE001 - a property that raises
+            attrs = None
+        if type(attrs) is dict and name in attrs:
+            return attrs[name]
+    for klass in kind.__mro__:
         value = klass.__dict__.get(name, _ABSENT)
         if value is _ABSENT:
             continue
@@ -308,14 +312,16 @@ class Context:
                 if new is not value:
                     obj[key] = new
             # keys too: ``{(Request, CLIENT): ...}`` must be found with the kept classes
-            keys = [
-                self.translated(key, depth + 1) if type(key) in (tuple, frozenset) else key
-                for key in obj
-            ]
-            if any(a is not b or id(a) in self.memo for a, b in zip(keys, obj, strict=True)):
-                pairs = [(self.resolved(k), v) for k, v in zip(keys, obj.values(), strict=True)]
-                obj.clear()  # keeps the order; the dict is the new body's own
-                obj.update(pairs)
+            memo = self.memo
+            if any(id(key) in memo or type(key) in (tuple, frozenset) for key in obj):
+                keys = [
+                    self.translated(key, depth + 1) if type(key) in (tuple, frozenset) else key
+                    for key in obj
+                ]
+                if any(a is not b or id(a) in memo for a, b in zip(keys, obj, strict=True)):
+                    pairs = [(self.resolved(k), v) for k, v in zip(keys, obj.values(), strict=True)]
+                    obj.clear()  # keeps the order; the dict is the new body's own
+                    obj.update(pairs)
         elif kind is set:
             if any(id(item) in self.memo for item in obj):
                 members = [self.resolved(item) for item in obj]
