@@ -47,17 +47,27 @@ Policies (what a user can rely on; the README takes them from here):
 6. Running generators and coroutines keep their old code; closures created before the
    reload get the new code when their free variables match (the only heap walk, done only
    when nested function code changed).
-7. Batches behave like a fresh import of the new version: dependency order, stale
-   ``from x import y`` copies between the batch's modules rebound, definitions moved to
-   a sibling module followed (a moved class keeps its identity, a moved function forwards
-   to its new home), and on failure everything, including submodules first imported by
-   the new code, is undone. ``__before_reload__`` hooks that already ran are not undone.
+7. Batches behave like a fresh import of the new version: dependency order (what bodies
+   import; a package after its submodules), a package body sees its loaded submodules as
+   attributes, stale ``from x import y`` copies between the batch's modules rebound,
+   definitions moved to a sibling module followed (a moved class keeps its identity, a
+   moved function forwards to its new home), and on failure everything, including
+   submodules first imported by the new code, is undone. ``__before_reload__`` hooks that
+   already ran are not undone.
+8. An error of the engine itself on some construct never blocks a reload Python can run:
+   where the engine cannot patch an object in place, the new object replaces it with a
+   warning; an engine failure past that is ``failed`` with error type ``EngineError``,
+   nothing changed. ``dependents=True`` also gives modules that did ``from m import *``
+   the names ``m`` exports now.
 
 Modules, one concept each: ``resolve`` (refusals, spec and source), ``source`` (reading,
 digest, compile, static analysis), ``previous`` (the imported version's bytecode),
 ``order`` (batch order), ``namespace`` (the module transaction), ``adopt`` (matching new to
-old by qualname), ``functions``, ``classes``, ``enums``, ``closures``, ``moves``
-(definitions moved between modules of a batch), ``dependents``, ``plan`` (dry run),
+old by qualname), ``functions``, ``classes``, ``layouts`` (classes whose layout limits a
+reload), ``enums``, ``closures``, ``moves`` (definitions moved between modules of a batch),
+``dependents``, ``crosslinks`` (the links between a batch's modules, after every body ran),
+``faults`` (the engine's own errors; optional steps that degrade to warnings), ``plan``
+(dry run),
 ``proof`` (first-sight unchanged), ``undo`` (the undo log), ``history`` (lock, per-module
 memory), ``batch`` (the public operations).
 """

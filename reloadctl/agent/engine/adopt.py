@@ -60,8 +60,7 @@ def adopt(ctx: Context, new: Any, hint: Any = None) -> Any:
         old = None  # already stands for another new object (rule 3)
     if old is None or old is new:
         ctx.choose(new, new)
-        _fix_new(ctx, new)
-        return new
+        return _fix_new(ctx, new)
     if isinstance(new, FunctionType) and isinstance(old, FunctionType):
         if not _decoration_changed(old, new):
             return adopt_function(ctx, old, new, adopt)
@@ -73,8 +72,7 @@ def adopt(ctx: Context, new: Any, hint: Any = None) -> Any:
             "differently (free variables changed); references held from before run the new "
             "body without the new decoration"
         )
-        _fix_new(ctx, new)
-        return new
+        return _fix_new(ctx, new)
     if isinstance(new, type) and isinstance(old, type):
         return adopt_class(ctx, old, new, adopt)
     if (
@@ -91,8 +89,7 @@ def adopt(ctx: Context, new: Any, hint: Any = None) -> Any:
         f"{ctx.label(str(qualname))} changed kind ({type(old).__name__} -> "
         f"{type(new).__name__}): references held from before keep the old object"
     )
-    _fix_new(ctx, new)
-    return new
+    return _fix_new(ctx, new)
 
 
 #: Bound on the attributes of one object looked at by ``adopt_attributes``.
@@ -111,13 +108,13 @@ def adopt_attributes(ctx: Context, new: Any, old: Any) -> dict[str, Any] | None:
     """
     try:
         attrs = object.__getattribute__(new, "__dict__")
-    except AttributeError:
+    except Exception:  # noqa: BLE001 - no instance dict, or a property that raises
         return None
-    if type(attrs) is not dict or isinstance(new, type) or len(attrs) > _MAX_ATTRIBUTES:
+    if type(attrs) is not dict or issubclass(type(new), type) or len(attrs) > _MAX_ATTRIBUTES:
         return None
     try:
         old_attrs = object.__getattribute__(old, "__dict__") if old is not None else {}
-    except AttributeError:
+    except Exception:  # noqa: BLE001 - same
         old_attrs = {}
     if type(old_attrs) is not dict:
         old_attrs = {}
@@ -169,11 +166,13 @@ def _adopt_across_kinds(ctx: Context, old: Any, new: Any) -> None:
         ctx.act("cache_cleared", str(getattr(old, "__qualname__", "?")))
 
 
-def _fix_new(ctx: Context, new: Any) -> None:
+def _fix_new(ctx: Context, new: Any) -> Any:
     """A definition that stays new: point its cells (or its bases and its methods' cells)
-    at the objects kept, so a class added by the reload derives from the live classes."""
+    at the objects kept, so a class added by the reload derives from the live classes.
+    Returns the object standing for it (a class may have to be rebuilt on the live bases)."""
     if isinstance(new, FunctionType):
         repoint_cells(ctx, new)
         ctx.functions.append(new)
     elif isinstance(new, type):
-        fix_new_class(ctx, new, adopt)
+        return fix_new_class(ctx, new, adopt)
+    return new

@@ -24,14 +24,14 @@ from collections.abc import Iterable, Sequence
 from types import CodeType
 
 from reloadctl.agent.engine import history
-from reloadctl.agent.engine.dependents import rebind_dependents
-from reloadctl.agent.engine.moves import Moved, follow_moves
+from reloadctl.agent.engine.crosslinks import link_batch
 from reloadctl.agent.engine.namespace import Applied, HookFailed, apply_module
 from reloadctl.agent.engine.order import dependency_order
 from reloadctl.agent.engine.plan import plan_actions
 from reloadctl.agent.engine.proof import proven_unchanged
 from reloadctl.agent.engine.resolve import Target, failure, loaded_module, prepare
 from reloadctl.agent.engine.source import read_source
+from reloadctl.agent.engine.vanished import remove, removed_by_upgrade
 from reloadctl.results import (
     FAILED,
     RELOADED,
@@ -203,7 +203,15 @@ def _apply_batch(
         else:
             spent[name] += _ms(start)
             targets.append(item)
-    culprit = next((r for r in results.values() if r.status == FAILED and r.error), None)
+    vanished = removed_by_upgrade(results, prepared, Target)
+    culprit = next(
+        (
+            r
+            for r in results.values()
+            if r.status == FAILED and r.error and r.module not in vanished
+        ),
+        None,
+    )
     if culprit is not None and culprit.error is not None:
         for t in targets:
             results[t.name] = _rolled_back(
@@ -233,30 +241,17 @@ def _apply_batch(
         spent[t.name] += _ms(start)
         done.append((t, applied))
     # after every body ran: follow definitions moved between modules, rebind stale
-    # from-imports, then the modules' own __reload__ hooks; any failure undoes the batch
+    # from-imports (optional steps: faults rule 2), then the modules' own __reload__
+    # hooks; a hook that fails undoes the batch
     more_actions: dict[str, list[Action]] = {}
     more_warnings: dict[str, list[str]] = {}
     if done:
         start = time.perf_counter()
-        try:
-            more_actions, more_warnings = follow_moves(
-                [Moved(t.name, a.snapshot, a.undo) for t, a in done],
-                [name for name in list(sys.modules) if name not in loaded_before],
-            )
-            if dependents or len(done) > 1:
-                rebound = rebind_dependents(
-                    [(t.name, a.snapshot, vars(t.module), a.undo) for t, a in done],
-                    only=None if dependents else frozenset(t.name for t, _ in done),
-                )
-                for module, found in rebound.items():
-                    more_actions.setdefault(module, []).extend(found)
-        except Exception as exc:  # noqa: BLE001 - an engine bug must not leave a half batch
-            first = done[0][0].name
-            spent[first] += _ms(start)
-            _fail_batch(
-                first, exc, done, [], results=results, spent=spent, loaded_before=loaded_before
-            )
-            return [results[name] for name in requested]
+        more_actions, more_warnings = link_batch(
+            [(t.name, t.module, a.snapshot, a.undo) for t, a in done],
+            loaded_before,
+            dependents=dependents,
+        )
         spent[done[0][0].name] += _ms(start)
     for t, applied in done:
         hook = vars(t.module).get("__reload__")
@@ -286,6 +281,8 @@ def _apply_batch(
         actions = applied.actions + tuple(more_actions.get(t.name, ()))
         warnings = t.compile_warnings + applied.warnings + tuple(more_warnings.get(t.name, ()))
         results[t.name] = ModuleResult(t.name, RELOADED, None, actions, warnings, spent[t.name])
+    for name, parent in vanished.items():
+        results[name] = remove(name, parent, spent[name])
     return [results[name] for name in requested]
 
 

@@ -5,6 +5,9 @@ Rules:
    (new bases mapped to the old classes they stand for), same ``__slots__`` and instance
    size. Otherwise the new class replaces it and a warning says that instances created
    before the reload keep the old class. ``__class__`` is never assigned across layouts.
+   (b) Instances the new body bound that cannot be given the old class (variable-size
+   layouts with a ``__dict__``) are replaced by the equal old instance bound under the
+   same name; when one has none, the new class replaces the old one.
 2. Every member of the new class body goes onto the old class (methods patched in place
    where possible, properties, class/static methods, attributes, nested classes
    recursively); members the new body does not define are deleted from the old class,
@@ -29,8 +32,9 @@ import types
 from collections.abc import Callable
 from types import FunctionType, GetSetDescriptorType, MemberDescriptorType
 
-from reloadctl.agent.engine.context import Context, is_translatable
+from reloadctl.agent.engine.context import Context, is_translatable, static_attr
 from reloadctl.agent.engine.functions import repoint_member, same
+from reloadctl.agent.engine.layouts import instances_stuck, rebuilt
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -119,7 +123,7 @@ def adopt_class(ctx: Context, old: type, new: type, adopt: Adopt) -> type:
         return adopt_enum(ctx, old, new, adopt)
     # decided before looking at members, so self-references inside the body resolve
     ctx.choose(new, old)
-    reason = layout_change(ctx, old, new, adopt)
+    reason = layout_change(ctx, old, new, adopt) or instances_stuck(ctx, old, new)
     if reason:
         return replace_class(ctx, old, new, reason, adopt)
     record_class(ctx, old)
@@ -134,25 +138,27 @@ def replace_class(ctx: Context, old: type, new: type, reason: str, adopt: Adopt)
     """Let ``new`` take ``old``'s place (rule 1) and report it."""
     qualname = new.__qualname__
     ctx.memo[id(new)] = new
-    fix_new_class(ctx, new, adopt)
+    chosen = fix_new_class(ctx, new, adopt)
     ctx.act("replaced", qualname, reason)
     ctx.warn(f"instances created before reload keep the old class {ctx.label(qualname)}: {reason}")
-    return new
+    return chosen
 
 
-def fix_new_class(ctx: Context, new: type, adopt: Adopt) -> None:
-    """A class that stays new: base it on the live classes and fix its methods' cells."""
+def fix_new_class(ctx: Context, new: type, adopt: Adopt) -> type:
+    """A class that stays new: base it on the live classes and fix its methods' cells.
+    Returns the class standing for ``new``: ``new`` itself, or, when its ``__bases__``
+    cannot be assigned (a slotted base: the new base's layout is not the kept one's), a
+    class made again from its body on the live bases, as a fresh import would make it."""
     bases = resolve_bases(ctx, new, adopt)
+    chosen = new
     if bases != new.__bases__:
         try:
             new.__bases__ = bases
         except TypeError:
-            ctx.warn(
-                f"{ctx.label(new.__qualname__)} still derives from the classes of the "
-                "discarded new version: its bases could not be re-pointed"
-            )
-    for value in list(new.__dict__.values()):
+            chosen = rebuilt(ctx, new, bases)
+    for value in list(chosen.__dict__.values()):
         repoint_member(ctx, value)
+    return chosen
 
 
 def copy_members(ctx: Context, old: type, new: type, adopt: Adopt, *, skip: frozenset[str]) -> None:
@@ -257,7 +263,7 @@ def _adopt_member(ctx: Context, current: Any, value: Any, adopt: Adopt) -> Any:
             return current
         return value
     if isinstance(value, (FunctionType, type)) or (
-        getattr(value, "__wrapped__", None) is not None and not isinstance(value, property)
+        static_attr(value, "__wrapped__") is not None and not isinstance(value, property)
     ):
         return adopt(ctx, value, current)
     if isinstance(value, property) and type(current) is type(value):
@@ -348,8 +354,10 @@ def _update_abstract(ctx: Context, cls: type) -> None:
 def _rebuild_pydantic(ctx: Context, old: type, new: type, adopt: Adopt) -> None:
     """A pydantic model's validator was built for the new class: rebuild it for the old,
     with field types naming the live classes (``a: A`` validates into the kept ``A``)."""
+    if "__pydantic_validator__" not in new.__dict__:
+        return
     rebuild = getattr(old, "model_rebuild", None)
-    if "__pydantic_validator__" not in new.__dict__ or not callable(rebuild):
+    if not callable(rebuild):
         return
     if not new.__dict__.get("__pydantic_complete__", False):
         return  # not a finished model (pydantic's own BaseModel, or one awaiting rebuild)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import contextlib
 import enum
 import functools
-from types import CodeType, FunctionType
+from types import CodeType, FunctionType, GetSetDescriptorType, MemberDescriptorType
 
+from reloadctl.agent.engine.faults import describe
 from reloadctl.agent.engine.undo import UndoLog
 from reloadctl.results import Action
 
@@ -18,9 +19,15 @@ if TYPE_CHECKING:
 AMBIGUOUS: Final = object()
 
 
+def is_code_kind(obj: Any) -> bool:
+    """True for a function or a class, by the object's real type (``isinstance`` would ask
+    the object's own ``__class__``, which a proxy may fake or make raise)."""
+    return issubclass(type(obj), (FunctionType, type))
+
+
 def is_definition(obj: Any, module: str) -> bool:
     """True for a function, class or wrapper object defined by ``module``'s source."""
-    if not isinstance(obj, (FunctionType, type)) and not hasattr_safe(obj, "__wrapped__"):
+    if not is_code_kind(obj) and not hasattr_safe(obj, "__wrapped__"):
         return False
     try:
         return getattr(obj, "__module__", None) == module and isinstance(
@@ -38,14 +45,14 @@ def defined_in(obj: Any, module: str, filename: str | None) -> bool:
     the parent is never touched.)"""
     if is_definition(obj, module):
         return True
-    if not isinstance(obj, (FunctionType, type)):
-        return False
-    owner = getattr(obj, "__module__", None)
-    if isinstance(owner, str) and module.startswith(owner + "."):
-        return True
-    if filename is None:
+    if not is_code_kind(obj):
         return False
     try:
+        owner = getattr(obj, "__module__", None)
+        if isinstance(owner, str) and module.startswith(owner + "."):
+            return True
+        if filename is None:
+            return False
         if isinstance(obj, FunctionType):
             return obj.__code__.co_filename == filename
         for member in vars(obj).values():
@@ -59,11 +66,19 @@ def defined_in(obj: Any, module: str, filename: str | None) -> bool:
 
 
 def is_typing_alias(obj: Any) -> bool:
-    """True for a ``typing`` generic alias (``Box[int]``, ``List[Box]``)."""
-    cls = type(obj)
-    return cls.__module__ == "typing" and "__origin__" in getattr(obj, "__dict__", ())
+    """True for a subscripted ``typing`` generic alias (``Box[int]``, ``List[Box]``); not
+    for the bare special forms (``List``, ``Callable``), which have no ``__args__``."""
+    if type(obj).__module__ != "typing":
+        return False
+    try:
+        attrs = object.__getattribute__(obj, "__dict__")
+    except Exception:  # noqa: BLE001 - no instance dict (TypeAliasType...): not an alias
+        return False
+    return type(attrs) is dict and "__origin__" in attrs and type(attrs.get("__args__")) is tuple
 
 
+#: How deep ``Context.translated`` looks into nested containers (state-machine tables nest).
+_MAX_DEPTH: Final = 5
 #: Types ``Context.translated`` never looks into.
 _ATOMS: Final = frozenset({str, bytes, int, float, bool, type(None), complex})
 
@@ -74,12 +89,45 @@ def is_translatable(obj: Any) -> bool:
     return type(obj) in (dict, list, set, functools.partial) or is_typing_alias(obj)
 
 
+def static_attr(obj: Any, name: str) -> Any:
+    """``obj.name`` found without running any of the object's own code (its instance dict,
+    then its class's MRO; descriptors only when built in), or None. ``getattr`` would run
+    a ``__getattr__``, and a lazy object's imports the module it stands for (six's moved
+    modules import ``dbm.gnu``, a proxy forwards to what it wraps)."""
+    kind = type(obj)
+    if kind in _ATOMS:
+        return None
+    if kind.__dictoffset__:
+        try:
+            attrs = object.__getattribute__(obj, "__dict__")
+        except Exception:  # noqa: BLE001 - a property that raises
+            attrs = None
+        if type(attrs) is dict and name in attrs:
+            return attrs[name]
+    for klass in kind.__mro__:
+        value = klass.__dict__.get(name, _ABSENT)
+        if value is _ABSENT:
+            continue
+        if isinstance(value, (GetSetDescriptorType, MemberDescriptorType)):
+            try:
+                return value.__get__(obj, type(obj))
+            except Exception:  # noqa: BLE001 - an empty slot
+                return None
+        return None if hasattr(type(value), "__get__") else value
+    return None
+
+
+def _is_named_tuple(kind: type) -> bool:
+    fields = kind.__dict__.get("_fields")
+    return isinstance(fields, tuple) and callable(getattr(kind, "_make", None))
+
+
 def hasattr_safe(obj: Any, name: str) -> bool:
-    """``hasattr`` that also treats any exception raised by a lookup as "absent"."""
-    try:
-        return hasattr(obj, name)
-    except Exception:  # noqa: BLE001 - same reason
-        return False
+    """True when ``static_attr`` finds ``name`` on ``obj`` (and it is not None)."""
+    return static_attr(obj, name) is not None
+
+
+_ABSENT: Final = object()
 
 
 class Context:
@@ -119,8 +167,41 @@ class Context:
         self.keep: list[Any] = []
         self.actions: list[Action] = []
         self.warnings: list[str] = []
+        #: class id -> (new instance, old value bound under the same name) for the objects
+        #: the new body bound at top level whose layout cannot take another class.
+        self.stuck: dict[int, list[tuple[Any, Any]]] = {}
         #: (old nested code, new nested code, qualified name): closures that may be live.
         self.closures: list[tuple[CodeType, CodeType, str]] = []
+
+    def checkpoint(self) -> tuple[int, ...]:
+        """A mark to ``restore`` to if the next step fails (see ``faults``, rule 2)."""
+        return (
+            len(self.undo),
+            len(self.memo),
+            len(self.actions),
+            len(self.functions),
+            len(self.containers),
+            len(self.instances),
+            len(self.closures),
+            len(self.class_immutables),
+        )
+
+    def restore(self, mark: tuple[int, ...]) -> None:
+        """Undo what was changed and decided since ``mark`` (``checkpoint``)."""
+        undo, memo, acts, functions, containers, instances, closures, immutables = mark
+        self.undo.revert_to(undo)
+        if len(self.memo) > memo:
+            # dicts keep insertion order: the decisions made since the mark come last
+            for key in list(self.memo)[memo:]:
+                chosen = self.memo.pop(key)
+                if key != id(chosen):
+                    self.claimed.discard(id(chosen))
+        del self.actions[acts:]
+        del self.functions[functions:]
+        del self.containers[containers:]
+        del self.instances[instances:]
+        del self.closures[closures:]
+        del self.class_immutables[immutables:]
 
     def label(self, qualname: str) -> str:
         """The name under which an object of this module is reported (``m.C.meth``)."""
@@ -153,41 +234,68 @@ class Context:
         ``index``, ``def g(cb=f)`` the live ``f``, ``{Color.RED: 1}`` the live member as
         its key)."""
         for container in self.containers:
-            self.translated(container)
+            try:
+                self.translated(container)
+            except Exception as exc:  # noqa: BLE001 - faults rule 2: an optional step
+                self.warn(
+                    f"{self.module}: a {type(container).__name__} made by the new body may "
+                    f"still refer to discarded new objects ({describe(exc)})"
+                )
         for cls, key in self.class_immutables:
             # the class dict was recorded before its first change: undo restores this too
             value = cls.__dict__.get(key)
-            rebuilt = self.translated(value)
+            try:
+                rebuilt = self.translated(value)
+            except Exception as exc:  # noqa: BLE001 - same
+                label = f"{self.label(cls.__qualname__)}.{key}"
+                self.warn(f"{label} was not re-pointed ({describe(exc)})")
+                continue
             if rebuilt is not value:
                 type.__setattr__(cls, key, rebuilt)
         for fn in self.functions:
-            # ``def f(x=DEFAULT)``: a default the new body made is the kept object, or an
-            # instance of the kept class (``translated`` does both)
-            defaults = fn.__defaults__
-            if defaults:
-                rebuilt = self.translated(defaults)
-                if rebuilt is not defaults:
-                    fn.__defaults__ = rebuilt
-            kwdefaults = fn.__kwdefaults__
-            if kwdefaults and any(id(v) in self.memo for v in kwdefaults.values()):
-                fn.__kwdefaults__ = {k: self.resolved(v) for k, v in kwdefaults.items()}
-            elif kwdefaults:
-                for value in kwdefaults.values():
-                    self.translated(value, 1)
+            try:
+                self._translate_defaults(fn)
+            except Exception as exc:  # noqa: BLE001 - same
+                label = self.label(fn.__qualname__)
+                self.warn(f"defaults of {label} were not re-pointed ({describe(exc)})")
+
+    def _translate_defaults(self, fn: FunctionType) -> None:
+        """``def f(x=DEFAULT)``: a default the new body made is the kept object, or an
+        instance of the kept class (``translated`` does both)."""
+        defaults = fn.__defaults__
+        if defaults:
+            rebuilt = self.translated(defaults)
+            if rebuilt is not defaults:
+                fn.__defaults__ = rebuilt
+        kwdefaults = fn.__kwdefaults__
+        if kwdefaults and any(id(v) in self.memo for v in kwdefaults.values()):
+            fn.__kwdefaults__ = {k: self.resolved(v) for k, v in kwdefaults.items()}
+        elif kwdefaults:
+            for value in kwdefaults.values():
+                self.translated(value, 1)
 
     def translated(self, obj: Any, depth: int = 0) -> Any:
         """``obj`` referring to the objects kept: a new object is replaced by the one
         standing for it; lists, dicts (values and keys), sets, partials and typing aliases
         are changed in place; tuples and frozensets are rebuilt and the rebuilt one is
-        returned (the caller rebinds it). Three levels deep at most."""
+        returned (the caller rebinds it). ``_MAX_DEPTH`` levels deep at most."""
         chosen = self.memo.get(id(obj))
         if chosen is not None:
             return chosen
         kind = type(obj)
-        if depth > 2 or kind in _ATOMS:
+        if depth > _MAX_DEPTH or kind in _ATOMS:
             return obj
         kept = self.memo.get(id(kind))
-        if isinstance(kept, type) and kept is not kind and not isinstance(obj, enum.Enum):
+        named = issubclass(kind, tuple) and _is_named_tuple(kind)
+        if named:
+            # a named tuple (tabulate's ``TableFormat(lineabove=_html_begin, ...)``) must
+            # hold the live functions (the module compares with ``==``), of the live class
+            items = [self.translated(value, depth + 1) for value in obj]
+            live = kept if isinstance(kept, type) else kind
+            if live is not kind or any(a is not b for a, b in zip(items, obj, strict=True)):
+                return live._make(items)  # type: ignore[attr-defined]
+            return obj
+        if isinstance(kept, type) and kept is not kind and not issubclass(kind, enum.Enum):
             # ``DEFAULTS = [P(1)]``: an instance the new body made of a class that was kept
             # (same layout, so ``__class__`` may be assigned)
             with contextlib.suppress(Exception):
@@ -203,10 +311,17 @@ class Context:
                 new = self.translated(value, depth + 1)
                 if new is not value:
                     obj[key] = new
-            if any(id(key) in self.memo for key in obj):
-                pairs = [(self.resolved(key), value) for key, value in obj.items()]
-                obj.clear()  # keeps the order; the dict is the new body's own
-                obj.update(pairs)
+            # keys too: ``{(Request, CLIENT): ...}`` must be found with the kept classes
+            memo = self.memo
+            if any(id(key) in memo or type(key) in (tuple, frozenset) for key in obj):
+                keys = [
+                    self.translated(key, depth + 1) if type(key) in (tuple, frozenset) else key
+                    for key in obj
+                ]
+                if any(a is not b or id(a) in memo for a, b in zip(keys, obj, strict=True)):
+                    pairs = [(self.resolved(k), v) for k, v in zip(keys, obj.values(), strict=True)]
+                    obj.clear()  # keeps the order; the dict is the new body's own
+                    obj.update(pairs)
         elif kind is set:
             if any(id(item) in self.memo for item in obj):
                 members = [self.resolved(item) for item in obj]
@@ -228,13 +343,16 @@ class Context:
                 obj.__setstate__((func, *state[1:]))
         elif is_typing_alias(obj):
             # ``IntBox = Box[int]``: the alias must build instances of the live ``Box``
-            # (typing's aliases accept their dunders being set)
-            origin = self.memo.get(id(obj.__origin__))
-            args = tuple(self.resolved(arg) for arg in obj.__args__)
+            # (typing's aliases accept their dunders being set; is_typing_alias checked
+            # that both live in the instance dict)
+            attrs = object.__getattribute__(obj, "__dict__")
+            old_origin, old_args = attrs["__origin__"], attrs["__args__"]
+            origin = self.memo.get(id(old_origin))
+            args = tuple(self.resolved(arg) for arg in old_args)
             with contextlib.suppress(AttributeError, TypeError):
-                if origin is not None and origin is not obj.__origin__:
+                if origin is not None and origin is not old_origin:
                     obj.__origin__ = origin
-                if any(a is not b for a, b in zip(args, obj.__args__, strict=True)):
+                if any(a is not b for a, b in zip(args, old_args, strict=True)):
                     obj.__args__ = args
         return obj
 
@@ -242,11 +360,15 @@ class Context:
         """True for a function or class this reload's execution created from the module's
         own source, even when it claims another ``__module__`` (``__module__ = "builtins"``
         in a class body)."""
-        if not isinstance(obj, (FunctionType, type)) or not self.is_new(obj):
+        if not is_code_kind(obj) or not self.is_new(obj):
             return False
-        if getattr(obj, "__module__", None) == self.module or id(obj) in self.unowned:
-            return True
-        return getattr(obj, "__qualname__", None) in self.defines
+        try:
+            if getattr(obj, "__module__", None) == self.module or id(obj) in self.unowned:
+                return True
+            qualname = getattr(obj, "__qualname__", None)
+        except Exception:  # noqa: BLE001 - a hostile metaclass __getattr__: not ours
+            return False
+        return isinstance(qualname, str) and qualname in self.defines
 
     def is_new(self, obj: Any) -> bool:
         """True when ``obj`` was created by this reload's execution (not an old object)."""

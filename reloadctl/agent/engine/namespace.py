@@ -10,11 +10,17 @@ Rules:
    time by others stay (once the engine has seen the module's previous execution), and so
    do submodule attributes of a package.
 4. ``__before_reload__()`` of the old version runs first (if it raises, nothing changed).
+5. A package body runs with its loaded submodules bound as attributes (a fresh import binds
+   ``core`` in ``pkg`` when the body imports ``pkg.core``; an already loaded submodule is
+   not bound again by the import system).
+6. Matching each top-level name is guarded on its own (``faults`` rule 2); an engine error
+   anywhere else after the body ran undoes the module and raises ``EngineError``.
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import CodeType, FunctionType, ModuleType
 
@@ -28,6 +34,7 @@ from reloadctl.agent.engine.context import (
     is_definition,
     is_translatable,
 )
+from reloadctl.agent.engine.faults import EngineError, describe
 from reloadctl.agent.engine.resolve import Target
 from reloadctl.agent.engine.source import class_stores, definition_qualnames
 from reloadctl.agent.engine.undo import UndoLog
@@ -144,66 +151,24 @@ def apply_module(
         ns.pop("__annotations__", None)
         if "__doc__" not in target.code.stores:
             ns["__doc__"] = None
+        submodules = _bind_submodules(target, ns)
         exec(target.code.code, ns)  # noqa: S102 - executing the module's own source is the job
-        replaced_entry = sys.modules.get(name) is not module
-        all_old: set[int] = set()
-        ctx = Context(name, old_definitions(name, snapshot, all_old), undo)
-        ctx.old_ids.update(all_old)
-        ctx.defines = frozenset(definition_qualnames(target.code.code))
-        if previous_code is not None:
-            ctx.old_members = class_stores(previous_code)
-        old_values = {id(value) for value in snapshot.values()}
-        for key, value in list(ns.items()):
-            old = snapshot.get(key, _MISSING)
-            if old is value:
-                continue
-            if old is not _MISSING and _unowned_twin(value, old):
-                # ``D = make_dataclass('D', ...)`` before 3.12 claims ``__module__ = 'types'``
-                ctx.old_ids.add(id(old))
-                ctx.unowned.add(id(value))
-            if is_definition(value, name) or ctx.made_here(value):
-                chosen = adopt(ctx, value, None if old is _MISSING else old)
-                if chosen is not value:
-                    ns[key] = chosen
-            elif is_translatable(value) and id(value) not in old_values:
-                ctx.containers.append(value)
-            elif id(value) not in old_values and not isinstance(value, ModuleType):
-                held = adopt_attributes(ctx, value, None if old is _MISSING else old)
-                if held is not None:
-                    ctx.containers.append(held)
-            if old is _MISSING and key not in SPECIAL:
-                actions.append(Action("added", f"{name}.{key}"))
-            elif old is not _MISSING and _value_changed(key, old, value):
-                # a plain value the body set again (``PRICES = {...}``, ``CACHE = {}``): tell the
-                # user, since this is where state is reset or configuration changes
-                actions.append(Action("replaced", f"{name}.{key}", "new value"))
-        for key, value in list(ns.items()):
-            if snapshot.get(key, _MISSING) is not value and not isinstance(
-                value, (type, FunctionType, ModuleType)
-            ):
-                fix_instance(ctx, value)
-        for value in ctx.instances:
-            fix_instance(ctx, value)
-        for key, value in list(ns.items()):
-            # e.g. ``DEFAULT = Color.RED``: the new member stands for the live one
-            chosen = ctx.memo.get(id(value))
-            if chosen is not None and chosen is not value:
-                ns[key] = chosen
-        ctx.translate_containers()
-        for key, value in list(ns.items()):
-            # ``ERRORS = (Err, KeyError)``: immutable containers are rebuilt and rebound
-            if type(value) in (tuple, frozenset) and id(value) not in old_values:
-                rebuilt = ctx.translated(value)
-                if rebuilt is not value:
-                    ns[key] = rebuilt
-        patch_live_closures(ctx)
-        defined = _defined(target, snapshot, ns)
-        pruned = _prune(target, previously_defined, snapshot, defined, ns)
-        actions.extend(ctx.actions)
-        actions.extend(Action("removed", f"{name}.{key}") for key in pruned)
     except BaseException:
         undo.revert()
         raise
+    try:
+        replaced_entry = sys.modules.get(name) is not module
+        ctx, defined, more = _patch(target, snapshot, previously_defined, previous_code, undo)
+    except Exception as exc:
+        # faults rule 1: the body ran, the engine failed on what it made
+        undo.revert()
+        raise EngineError(
+            f"the engine failed while patching {name} ({describe(exc)}); nothing was changed"
+        ) from exc
+    except BaseException:
+        undo.revert()
+        raise
+    actions.extend(a for a in more if not (a.kind == "added" and a.name in submodules))
     if replaced_entry:
         ctx.warn(
             f"{name}: the new body put another object in sys.modules[{name!r}]; imports now "
@@ -239,7 +204,7 @@ def _value_changed(key: str, old: object, new: object) -> bool:
     changed."""
     if key.startswith("__") and key.endswith("__"):
         return False
-    if isinstance(new, (type, FunctionType, ModuleType)) or callable(new):
+    if _is_definition_kind(new) or callable(new):
         return False
     if type(old) is not type(new):
         return True
@@ -340,3 +305,129 @@ def _prune(
         del ns[key]
         pruned.append(key)
     return pruned
+
+
+def _bind_submodules(target: Target, ns: dict[str, Any]) -> frozenset[str]:
+    """A package body runs with its loaded submodules bound as attributes, as in a fresh
+    import, where importing ``pkg.core`` binds ``core`` in ``pkg`` (the body may rely on it
+    after ``from .core import x``, and an earlier version may have deleted it). Returns the
+    labels of the names bound (not reported as added)."""
+    if target.spec.submodule_search_locations is None:
+        return frozenset()
+    prefix = target.name + "."
+    bound: set[str] = set()
+    for key, value in list(sys.modules.items()):
+        if not key.startswith(prefix) or not isinstance(value, ModuleType):
+            continue
+        child = key[len(prefix) :]
+        if "." not in child and child not in ns:
+            ns[child] = value
+            bound.add(key)
+    return frozenset(bound)
+
+
+def _patch(
+    target: Target,
+    snapshot: dict[str, Any],
+    previously_defined: frozenset[str] | None,
+    previous_code: CodeType | None,
+    undo: UndoLog,
+) -> tuple[Context, frozenset[str], list[Action]]:
+    """After the body ran: match new definitions to old ones (rule 2) and prune (rule 3).
+    Each definition and each optional pass is guarded (faults rule 2)."""
+    name = target.name
+    ns = target.module.__dict__
+    actions: list[Action] = []
+    all_old: set[int] = set()
+    ctx = Context(name, old_definitions(name, snapshot, all_old), undo)
+    ctx.old_ids.update(all_old)
+    ctx.defines = frozenset(definition_qualnames(target.code.code))
+    if previous_code is not None:
+        ctx.old_members = class_stores(previous_code)
+    old_values = {id(value) for value in snapshot.values()}
+    for key, value in ns.items():
+        kind = type(value)
+        if kind.__itemsize__ and kind.__dictoffset__ and id(value) not in old_values:
+            ctx.stuck.setdefault(id(kind), []).append((value, snapshot.get(key)))
+    for key, value in list(ns.items()):
+        old = snapshot.get(key, _MISSING)
+        if old is value:
+            continue
+        mark = ctx.checkpoint()
+        try:
+            _match(ctx, ns, key, old, old_values)
+        except Exception as exc:  # noqa: BLE001 - faults rule 2: the new object stays
+            ctx.restore(mark)
+            ns[key] = value
+            ctx.act("replaced", key, "the engine could not patch it in place")
+            ctx.warn(
+                f"{ctx.label(key)}: the engine could not patch the old object in place "
+                f"({describe(exc)}); the new object replaces it, references held from "
+                "before keep the old code"
+            )
+        if old is _MISSING and key not in SPECIAL:
+            actions.append(Action("added", f"{name}.{key}"))
+        elif old is not _MISSING and _value_changed(key, old, value):
+            # a plain value the body set again (``PRICES = {...}``, ``CACHE = {}``): tell the
+            # user, since this is where state is reset or configuration changes
+            actions.append(Action("replaced", f"{name}.{key}", "new value"))
+    for key, value in list(ns.items()):
+        if snapshot.get(key, _MISSING) is not value and not _is_definition_kind(value):
+            _optional(ctx, "an instance of a kept class", fix_instance, ctx, value)
+    for value in ctx.instances:
+        _optional(ctx, "an instance of a kept class", fix_instance, ctx, value)
+    for key, value in list(ns.items()):
+        # e.g. ``DEFAULT = Color.RED``: the new member stands for the live one
+        chosen = ctx.memo.get(id(value))
+        if chosen is not None and chosen is not value:
+            ns[key] = chosen
+    ctx.translate_containers()
+    for key, value in list(ns.items()):
+        # ``ERRORS = (Err, KeyError)``: immutable containers are rebuilt and rebound
+        if type(value) in (tuple, frozenset) and id(value) not in old_values:
+            rebuilt = _optional(ctx, ctx.label(key), ctx.translated, value)
+            if rebuilt is not None and rebuilt is not value:
+                ns[key] = rebuilt
+    _optional(ctx, "live closures", patch_live_closures, ctx)
+    defined = _defined(target, snapshot, ns)
+    pruned = _prune(target, previously_defined, snapshot, defined, ns)
+    actions.extend(ctx.actions)
+    actions.extend(Action("removed", f"{name}.{key}") for key in pruned)
+    return ctx, defined, actions
+
+
+def _match(ctx: Context, ns: dict[str, Any], key: str, old: Any, old_values: set[int]) -> None:
+    """Rule 2 for one top-level name the body bound."""
+    value = ns[key]
+    if old is not _MISSING and _unowned_twin(value, old):
+        # ``D = make_dataclass('D', ...)`` before 3.12 claims ``__module__ = 'types'``
+        ctx.old_ids.add(id(old))
+        ctx.unowned.add(id(value))
+    if is_definition(value, ctx.module) or ctx.made_here(value):
+        chosen = adopt(ctx, value, None if old is _MISSING else old)
+        if chosen is not value:
+            ns[key] = chosen
+    elif is_translatable(value) and id(value) not in old_values:
+        ctx.containers.append(value)
+    elif id(value) not in old_values and not isinstance(value, ModuleType):
+        held = adopt_attributes(ctx, value, None if old is _MISSING else old)
+        if held is not None:
+            ctx.containers.append(held)
+
+
+def _is_definition_kind(value: Any) -> bool:
+    try:
+        return isinstance(value, (type, FunctionType, ModuleType))
+    except Exception:  # noqa: BLE001 - a hostile __class__: not a definition
+        return False
+
+
+def _optional(ctx: Context, what: str, step: Callable[..., Any], *args: Any) -> Any:
+    """Run an optional step; on an exception undo it and warn (faults rule 2)."""
+    mark = ctx.checkpoint()
+    try:
+        return step(*args)
+    except Exception as exc:  # noqa: BLE001 - the reload itself does not depend on it
+        ctx.restore(mark)
+        ctx.warn(f"{ctx.module}: the engine skipped {what} ({describe(exc)})")
+        return None

@@ -1,11 +1,14 @@
 """The order in which a batch of modules is applied.
 
 Rules:
-1. A module comes after the modules of the batch it imports from.
+1. A module comes after the modules of the batch its body imports (imports inside its
+   functions run later, when called: they do not order the batch).
 2. A package comes after its submodules (``pkg`` after ``pkg.sub``); a submodule's import of
    its own parent package (``from . import x``) is not a dependency, or every package with
    relative imports would be a cycle.
-3. Cycles are broken by request order, so the result is stable.
+3. Cycles are broken by taking the module with the fewest dependencies still pending, never
+   a package while one of its own submodules is pending; ties by request order, so the
+   result is stable.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ def dependency_order(targets: Sequence[Target]) -> list[Target]:
             if other != t.name
             and (
                 other.startswith(t.name + ".")  # rule 2: submodules first
-                or (other in t.code.imports and not t.name.startswith(other + "."))
+                or (other in t.code.body_imports and not t.name.startswith(other + "."))
             )
         }
         deps[t.name] = wanted
@@ -38,8 +41,17 @@ def dependency_order(targets: Sequence[Target]) -> list[Target]:
             if deps[t.name] <= done:
                 break
         else:
-            t = remaining[0]  # rule 3: a cycle; take the earliest requested
+            t = _break_cycle(remaining, deps, done)
         remaining.remove(t)
         placed.append(t)
         done.add(t.name)
     return placed
+
+
+def _break_cycle(remaining: list[Target], deps: dict[str, set[str]], done: set[str]) -> Target:
+    """Rule 3."""
+    pending = {t.name for t in remaining}
+    leaves = [
+        t for t in remaining if not any(n.startswith(t.name + ".") for n in pending)
+    ] or remaining
+    return min(leaves, key=lambda t: len(deps[t.name] - done))

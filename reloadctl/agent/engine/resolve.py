@@ -4,7 +4,9 @@ Refusal rules, checked in this order (the first that applies gives the reason):
 1. outside the ``allow`` patterns (fnmatch, case-sensitive);
 2. not in ``sys.modules`` -> ``not_loaded`` (never imported by the engine);
 3. a ``sys.modules`` entry that is not a module; ``__main__``/``__mp_main__``; reloadctl's
-   own modules; no ``__spec__``; a module registered under another name (an alias);
+   own modules; no ``__spec__`` and none found by name (a module object that replaced its
+   own entry has none, and is reloaded from the source the import system finds, like
+   ``importlib.reload`` does); a module registered under another name (an alias);
 4. builtin, frozen, extension (any loader without Python source), namespace package.
 A module whose source file vanished is a failure (``FileNotFoundError``), not a refusal:
 the module could be reloaded, the file it needs is gone.
@@ -104,7 +106,13 @@ def loaded_module(name: str, allow: Sequence[str] | None) -> ModuleType | Module
         return refusal(name, f"{name} is part of reloadctl, which never reloads itself")
     spec = getattr(module, "__spec__", None)
     if spec is None:
-        return refusal(name, f"module {name} has no __spec__ (not created by the import system)")
+        # a module object that took its own sys.modules entry (lazy modules, modules as
+        # class instances) has no spec; like importlib.reload, find the source by name
+        spec = find_spec(name, module)
+    if spec is None:
+        return refusal(
+            name, f"module {name} has no __spec__ and the import system finds no source for it"
+        )
     if getattr(spec, "name", name) != name:
         return refusal(name, f"sys.modules[{name!r}] is module {spec.name}; reload that name")
     reason = _kind_refusal(name, spec)

@@ -45,6 +45,9 @@ class ModuleCode:
     #: Absolute names of the modules it does ``from x import *`` of; None when one of them
     #: cannot be named statically or the body also binds names through ``exec`` & co.
     star_from: frozenset[str] | None = None
+    #: The part of ``imports`` the body itself imports (not inside functions): what must
+    #: have run before it.
+    body_imports: frozenset[str] = frozenset()
 
 
 def digest_text(text: str) -> str:
@@ -157,6 +160,7 @@ def analyse(code: CodeType, package: str) -> ModuleCode:
         if isinstance(fromlist, tuple) and "*" in fromlist and star_from is not None:
             # ``_imported`` puts the module itself first; a star from-list adds nothing else
             star_from = star_from | imported if len(imported) == 1 else None
+    body_imports = frozenset(imports)
     for const in code.co_consts:
         # imports inside functions/classes also count as dependencies
         if isinstance(const, CodeType):
@@ -164,7 +168,9 @@ def analyse(code: CodeType, package: str) -> ModuleCode:
     exec_like = not _DYNAMIC_NAMES.isdisjoint(code.co_names)
     dynamic = star or exec_like
     stars = None if exec_like or star_from is None else frozenset(star_from)
-    return ModuleCode(code, frozenset(stores), star, frozenset(imports), dynamic, stars)
+    return ModuleCode(
+        code, frozenset(stores), star, frozenset(imports), dynamic, stars, body_imports
+    )
 
 
 _TYPE_CHECKING: Final = "TYPE_CHECKING"

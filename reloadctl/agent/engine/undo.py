@@ -70,7 +70,11 @@ class UndoLog:
 
     def revert(self) -> None:
         """Undo every recorded change, newest first, and empty the log."""
-        while self._records:
+        self.revert_to(0)
+
+    def revert_to(self, mark: int) -> None:
+        """Undo the changes recorded after the log had ``mark`` records (``len`` then)."""
+        while len(self._records) > mark:
             undo = self._records.pop()
             self._labels.pop()
             try:
