@@ -18,6 +18,7 @@ import sys
 from dataclasses import dataclass
 from types import CodeType, FunctionType, ModuleType
 
+from reloadctl.agent.engine import adapters
 from reloadctl.agent.engine.adopt import adopt, adopt_attributes
 from reloadctl.agent.engine.classes import fix_instance
 from reloadctl.agent.engine.closures import patch_live_closures
@@ -144,6 +145,9 @@ def apply_module(
         ns.pop("__annotations__", None)
         if "__doc__" not in target.code.stores:
             ns["__doc__"] = None
+        # framework adapters claim the old version's objects (loaded only when their
+        # framework is imported: one dict lookup each otherwise)
+        claims = adapters.begin(name, ns, snapshot, undo)
         exec(target.code.code, ns)  # noqa: S102 - executing the module's own source is the job
         replaced_entry = sys.modules.get(name) is not module
         all_old: set[int] = set()
@@ -196,6 +200,8 @@ def apply_module(
                 rebuilt = ctx.translated(value)
                 if rebuilt is not value:
                     ns[key] = rebuilt
+        if claims is not None:
+            claims.finish(ctx)  # keep, re-register or refuse (adapters/__init__.py)
         patch_live_closures(ctx)
         defined = _defined(target, snapshot, ns)
         pruned = _prune(target, previously_defined, snapshot, defined, ns)
