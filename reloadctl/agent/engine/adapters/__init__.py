@@ -49,6 +49,7 @@ if TYPE_CHECKING:
 #: (framework module that must be loaded, adapter module, adapter class), in run order.
 ADAPTERS: Final = (
     ("sqlalchemy.orm", "reloadctl.agent.engine.adapters.sqlalchemy_models", "MappedClasses"),
+    ("flask", "reloadctl.agent.engine.adapters.flask_apps", "FlaskApps"),
 )
 
 
