@@ -49,7 +49,9 @@ if TYPE_CHECKING:
 #: (framework module that must be loaded, adapter module, adapter class), in run order.
 ADAPTERS: Final = (
     ("sqlalchemy.orm", "reloadctl.agent.engine.adapters.sqlalchemy_models", "MappedClasses"),
+    ("pydantic", "reloadctl.agent.engine.adapters.pydantic_models", "Models"),
     ("flask", "reloadctl.agent.engine.adapters.flask_apps", "FlaskApps"),
+    ("click", "reloadctl.agent.engine.adapters.click_groups", "ClickGroups"),
 )
 
 
