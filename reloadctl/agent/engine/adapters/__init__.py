@@ -51,6 +51,7 @@ ADAPTERS: Final = (
     ("sqlalchemy.orm", "reloadctl.agent.engine.adapters.sqlalchemy_models", "MappedClasses"),
     ("pydantic", "reloadctl.agent.engine.adapters.pydantic_models", "Models"),
     ("flask", "reloadctl.agent.engine.adapters.flask_apps", "FlaskApps"),
+    ("starlette.routing", "reloadctl.agent.engine.adapters.starlette_apps", "StarletteApps"),
     ("click", "reloadctl.agent.engine.adapters.click_groups", "ClickGroups"),
 )
 
