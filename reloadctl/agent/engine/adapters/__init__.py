@@ -53,6 +53,7 @@ ADAPTERS: Final = (
     ("flask", "reloadctl.agent.engine.adapters.flask_apps", "FlaskApps"),
     ("starlette.routing", "reloadctl.agent.engine.adapters.starlette_apps", "StarletteApps"),
     ("click", "reloadctl.agent.engine.adapters.click_groups", "ClickGroups"),
+    ("celery", "reloadctl.agent.engine.adapters.celery_tasks", "CeleryTasks"),
 )
 
 
