@@ -9,7 +9,7 @@ from typing import Any
 @dataclass(frozen=True)
 class Edit:
     """One realistic edit. ``changes`` maps a path under ``src/`` to ``(old, new)`` (replace
-    the first ``old``), to a whole new text, or to None (delete)."""
+    the first ``old``) or a list of them, to a whole new text, or to None (delete)."""
 
     name: str
     kind: str

@@ -111,8 +111,8 @@ class Host:
 
 
 def apply_edit(root: Path, changes: dict[str, Any]) -> None:
-    """Write one edit: ``path -> (old, new)`` replaces text (``old`` must occur), ``path ->
-    str`` writes a whole file, ``path -> None`` deletes it."""
+    """Write one edit: ``path -> (old, new)`` (or a list of them) replaces text (``old``
+    must occur), ``path -> str`` writes a whole file, ``path -> None`` deletes it."""
     for rel, change in changes.items():
         path = root / rel
         if change is None:
@@ -121,11 +121,12 @@ def apply_edit(root: Path, changes: dict[str, Any]) -> None:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(change)
         else:
-            old, new = change
             text = path.read_text()
-            if old not in text:
-                raise ValueError(f"edit does not apply to {rel}: {old!r} not found")
-            path.write_text(text.replace(old, new, 1))
+            for old, new in change if isinstance(change, list) else [change]:
+                if old not in text:
+                    raise ValueError(f"edit does not apply to {rel}: {old!r} not found")
+                text = text.replace(old, new, 1)
+            path.write_text(text)
         # a new mtime, well after the import (the engine reads the source anyway)
         stamp = time.time() + 10
         if path.exists():

@@ -111,3 +111,31 @@ def test_held_typer_app_gains_new_commands(kit: Kit) -> None:
     assert m.app is held
     assert runner.invoke(held, ["hello"]).output == "hi ann\n"
     assert runner.invoke(held, ["bye"]).output == "bye\n"
+
+
+VALIDATED = """
+from pydantic import BaseModel, field_validator
+
+class Tag(BaseModel):
+    name: str
+
+    @field_validator("name")
+    @classmethod
+    def clean(cls, value):
+        return value.strip()
+
+    def show(self):
+        return self.name
+"""
+
+
+def test_changed_validator_warns_for_held_instances(kit: Kit) -> None:
+    kit.write("tags", VALIDATED)
+    m = kit.load("tags")
+    held = m.Tag(name=" a ")
+    kit.write("tags", VALIDATED.replace("return self.name", "return self.name * 2"))
+    assert not kit.ok("tags").warnings  # a method: nothing held depends on it
+    kit.write("tags", VALIDATED.replace("value.strip()", "value.strip().upper()"))
+    (warning,) = kit.ok("tags").warnings
+    assert "validated by the old version of clean" in warning
+    assert m.Tag(name=" b ").name == "B" and held.name == "a"

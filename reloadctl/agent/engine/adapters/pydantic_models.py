@@ -12,8 +12,10 @@ Rules:
    field qty" (reading it raises ``AttributeError``; dumping them fails), "still carry
    removed field x", "hold field price validated as the old type". Recreate or re-validate
    such instances (``Model.model_validate(old.model_dump())``), or restart.
-2. A model whose fields did not change gets no warning (methods, validators and config
-   changes are restart-equivalent).
+2. A validator added, removed or changed (code or settings) is told the same way: held
+   instances hold values the old validator produced.
+3. A model whose fields and validators did not change gets no warning (methods,
+   serializers and config changes are restart-equivalent).
 """
 
 from __future__ import annotations
@@ -25,6 +27,25 @@ from reloadctl.agent.engine.adapters import Adapter, Session
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
+
+
+#: The decorator kinds that run when an instance is created (serializers run at dump time:
+#: held instances already use the new ones).
+_VALIDATORS = ("validators", "field_validators", "root_validators", "model_validators")
+
+
+def validators(model: Any) -> dict[str, tuple[Any, ...]]:
+    """Each validator of ``model`` by name, as its code and settings (recorded before the
+    engine patches the functions in place)."""
+    found: dict[str, tuple[Any, ...]] = {}
+    infos = vars(model).get("__pydantic_decorators__")
+    for kind in _VALIDATORS:
+        for name, decorator in dict(getattr(infos, kind, None) or {}).items():
+            func = getattr(decorator.func, "__func__", decorator.func)
+            code = getattr(func, "__code__", None)
+            key = (code.co_code, repr(code.co_consts)) if code is not None else (repr(func),)
+            found[name] = (*key, repr(decorator.info))
+    return found
 
 
 def fields(model: Any) -> dict[str, tuple[str, bool, str]]:
@@ -50,6 +71,7 @@ class Models(Adapter):
             for key, value in session.old_definitions().items()
             if isinstance(value, type) and issubclass(value, base) and value is not base
         }
+        self.validators = {key: validators(model) for key, (model, _) in self.models.items()}
         return bool(self.models)
 
     def finish(self, session: Session) -> None:
@@ -76,4 +98,16 @@ class Models(Adapter):
                 session.warn(
                     f"{label}: instances created before this reload hold field "
                     f"{', '.join(changed)} validated as the old type{todo}"
+                )
+            new_validators = validators(model)
+            old_validators = self.validators[key]
+            differ = sorted(
+                name
+                for name in set(new_validators) | set(old_validators)
+                if new_validators.get(name) != old_validators.get(name)
+            )
+            if differ:
+                session.warn(
+                    f"{label}: instances created before this reload were validated by the "
+                    f"old version of {', '.join(differ)}{todo}"
                 )
