@@ -62,3 +62,20 @@ def test_failed_body_leaves_the_registry(kit: Kit) -> None:
     kit.write("tasks", TASKS.replace("x + y", "x * y") + "\nraise ValueError('no')\n")
     assert kit.reload_one("tasks").status == "failed"
     assert capp.app.tasks[name] is held and held.delay(2, 5).get() == 7
+
+
+def test_app_module_reloaded_with_tasks_keeps_the_held_app(kit: Kit) -> None:
+    """The app module's body makes a new Celery app: the held one (a worker's) stays, takes
+    the new settings, and the tasks reloaded after it register on it."""
+    kit.write("capp", APP)
+    kit.write("tasks", TASKS)
+    capp = kit.load("capp")
+    tasks = kit.load("tasks")
+    held_app = capp.app
+    held = held_app.tasks[f"{tasks.__name__}.add"]
+    kit.write("capp", APP + "app.conf.task_default_rate_limit = '10/s'\n")
+    kit.write("tasks", TASKS.replace("x + y", "x - y"))
+    results = kit.reload("capp", "tasks")
+    assert [r.status for r in results] == ["reloaded", "reloaded"], results
+    assert capp.app is held_app and held_app.conf.task_default_rate_limit == "10/s"
+    assert held_app.tasks[f"{tasks.__name__}.add"] is held and held.delay(5, 2).get() == 3
