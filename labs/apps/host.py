@@ -11,6 +11,9 @@ each line on stdin is a command, each answer one JSON line on stdout:
 - ``probe``: what the running app does now (``driver.probe``), as JSON;
 - ``reload ["m1", "m2"]``: ``reload_modules`` of these modules in this process;
 - ``quit``.
+
+With ``APPS_LAB_NO_ADAPTERS=1`` the engine runs without its framework adapters (to
+measure what they change).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import contextlib
 import importlib.util
 import io
 import json
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -55,6 +59,11 @@ def main() -> int:
         state = driver.start(source)
     print(json.dumps({"ready": True}), file=out, flush=True)
     from reloadctl.agent import reload_modules
+
+    if os.environ.get("APPS_LAB_NO_ADAPTERS") == "1":  # the engine without adapters
+        from reloadctl.agent.engine import adapters
+
+        adapters.ADAPTERS = ()
 
     for line in sys.stdin:
         command, _, argument = line.strip().partition(" ")
