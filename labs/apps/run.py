@@ -41,7 +41,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from host import load_driver  # noqa: E402
 
-APPS = ("sqlalchemy", "flask", "pydantic", "click", "fastapi", "celery", "domain")
+APPS = ("sqlalchemy", "flask", "pydantic", "click", "fastapi", "celery", "django", "domain")
 TIMEOUT = 60.0
 
 

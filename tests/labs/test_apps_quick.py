@@ -19,6 +19,7 @@ EXPECTED = {
     "click": "matches restart",  # a command added to the held group
     "fastapi": "matches restart",  # a route added: served by the running uvicorn
     "celery": "matches restart",  # a task body edited: the running worker runs it
+    "django": "matches restart",  # a view body edited: served by the running wsgiref
     "domain": "matches restart",  # an attrs method edited
 }
 

@@ -54,6 +54,7 @@ ADAPTERS: Final = (
     ("starlette.routing", "reloadctl.agent.engine.adapters.starlette_apps", "StarletteApps"),
     ("click", "reloadctl.agent.engine.adapters.click_groups", "ClickGroups"),
     ("celery", "reloadctl.agent.engine.adapters.celery_tasks", "CeleryTasks"),
+    ("django.apps", "reloadctl.agent.engine.adapters.django_apps", "DjangoApps"),
     # stdlib, loaded in most processes: its begin() is a scan of the module's names
     ("dataclasses", "reloadctl.agent.engine.adapters.dataclass_models", "DataClasses"),
 )
