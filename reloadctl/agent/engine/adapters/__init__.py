@@ -86,12 +86,15 @@ class Session:
         #: the engine's working state, set before ``finish`` (None during ``begin``).
         self.context: Context | None = None
 
-    def old_definitions(self) -> dict[str, Any]:
-        """Top-level names of the old version bound to objects this module defined."""
+    def old_classes(self) -> dict[str, type]:
+        """Top-level names of the old version bound to classes this module defined (only
+        classes are looked at: an attribute read on another object may run its code, as a
+        lazy proxy's does)."""
         return {
             key: value
             for key, value in self.snapshot.items()
-            if getattr(value, "__module__", None) == self.name
+            if isinstance(value, type)
+            and getattr(value, "__module__", None) == self.name
             and isinstance(getattr(value, "__qualname__", None), str)
         }
 

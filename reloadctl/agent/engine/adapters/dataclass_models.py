@@ -58,7 +58,7 @@ class DataClasses(Adapter):
 
     def begin(self, session: Session) -> bool:
         self.classes: dict[str, tuple[type, dict[str, str]]] = {}
-        for key, value in session.old_definitions().items():
+        for key, value in session.old_classes().items():
             if isinstance(value, type):
                 found = fields(value)
                 if found is not None:

@@ -78,7 +78,7 @@ class DjangoApps(Adapter):
         model_base = sys.modules["django.db.models.base"].ModelBase
         self.models = {
             k: v
-            for k, v in session.old_definitions().items()
+            for k, v in session.old_classes().items()
             if isinstance(v, model_base) and not v._meta.abstract
         }
         self.schemas = {k: schema(v) for k, v in self.models.items()}

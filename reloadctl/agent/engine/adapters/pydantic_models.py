@@ -68,7 +68,7 @@ class Models(Adapter):
             return False
         self.models = {
             key: (value, fields(value))
-            for key, value in session.old_definitions().items()
+            for key, value in session.old_classes().items()
             if isinstance(value, type) and issubclass(value, base) and value is not base
         }
         self.validators = {key: validators(model) for key, (model, _) in self.models.items()}

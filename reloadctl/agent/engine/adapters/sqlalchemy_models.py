@@ -152,7 +152,7 @@ class MappedClasses(Adapter):
         self.classes: dict[str, type] = {}
         self.saved: dict[str, dict[str, Any]] = {}
         self.mappings: dict[str, dict[str, Any]] = {}
-        for key, value in session.old_definitions().items():
+        for key, value in session.old_classes().items():
             if not isinstance(value, type) or (_mapper(value) is None and not _registry(value)):
                 continue
             self.classes[key] = value
