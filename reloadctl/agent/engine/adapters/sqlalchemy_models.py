@@ -195,10 +195,9 @@ class MappedClasses(Adapter):
             dict.update(metadata.tables, tables)
             metadata._fk_memos.clear()
             metadata._fk_memos.update(memos)
-            clsregistry = sys.modules["sqlalchemy.orm.clsregistry"]
             for cls in old:
-                clsregistry._remove_class(cls.__name__, cls, registry._class_registry)
-                clsregistry._add_class(cls.__name__, cls, registry._class_registry)
+                _class_registry("remove_class")(cls.__name__, cls, registry._class_registry)
+                _class_registry("add_class")(cls.__name__, cls, registry._class_registry)
 
         session.undo.record(undo, f"{name} (SQLAlchemy registry)")
 
@@ -268,8 +267,14 @@ class MappedClasses(Adapter):
         _dispose_new(registry, session.name, [cls])
         table = cls.__table__
         metadata._add_table(table.name, table.schema, table)
-        clsregistry = sys.modules["sqlalchemy.orm.clsregistry"]
-        clsregistry._add_class(cls.__name__, cls, registry._class_registry)
+        _class_registry("add_class")(cls.__name__, cls, registry._class_registry)
+
+
+def _class_registry(function: str) -> Any:
+    """``add_class``/``remove_class`` of ``sqlalchemy.orm.clsregistry`` (2.1 made them
+    private: ``_add_class``)."""
+    module = sys.modules["sqlalchemy.orm.clsregistry"]
+    return getattr(module, "_" + function, None) or getattr(module, function)
 
 
 def _registries() -> set[Any]:
