@@ -12,6 +12,8 @@ Rules (for each kept class whose fields changed; one warning per class):
 2. a field removed: they still carry it;
 3. a default changed: they hold the old default where it was used.
 A class whose fields did not change gets no warning.
+4. Only classes declared with a ``class`` statement are looked at: a class a call builds
+   from data (``make_dataclass``) is data too.
 """
 
 from __future__ import annotations
@@ -66,9 +68,12 @@ class DataClasses(Adapter):
         return bool(self.classes)
 
     def finish(self, session: Session) -> None:
+        ctx = session.context
         for key, (cls, before) in self.classes.items():
             if not session.kept(key):
                 continue  # replaced (the engine warned) or removed
+            if ctx is not None and cls.__qualname__ not in ctx.defines:
+                continue  # rule 4: made by a call (make_dataclass), not declared
             after = fields(cls) or {}
             lacking = [f for f in after if f not in before and f not in vars(cls)]
             removed = [f for f in before if f not in after]
