@@ -54,7 +54,7 @@ def cache_dir() -> Path:
 
 
 def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)  # noqa: T201 - a command-line tool
+    print(message, file=sys.stderr, flush=True)
 
 
 # -- downloads and the lab venv -------------------------------------------------------------
@@ -103,7 +103,7 @@ def sdist(name: str, version: str) -> Path:
             if sys.version_info >= (3, 12):
                 tar.extractall(target, filter="data")
             else:
-                tar.extractall(target)  # noqa: S202 - a registry sdist, unpacked in our cache
+                tar.extractall(target)
     (root,) = [p for p in target.iterdir() if p.is_dir()]
     done.write_text(str(root))
     return root
@@ -324,13 +324,13 @@ def main(argv: list[str] | None = None) -> int:
         f"\nPython {py}; cells: tests passed after the hot upgrade / in a fresh release-2 "
         "process · held references running release 2's code / probed."
     )
-    print(text + footer)  # noqa: T201
+    print(text + footer)
     if args.json:
         Path(args.json).write_text(json.dumps({"python": py, "runs": runs}, indent=1))
     if args.write_docs:
         write_docs(f"Python {py}, measured by `python labs/libs/run.py`:\n\n{text}\n{footer}")
     good = [run for run in runs if verdict(run)]
-    print(f"reloadctl matched the ceiling with every probe on {len(good)}/{len(runs)} libraries")  # noqa: T201
+    print(f"reloadctl matched the ceiling with every probe on {len(good)}/{len(runs)} libraries")
     return 0 if runs and len(good) == len(runs) == len(libs) else 1
 
 

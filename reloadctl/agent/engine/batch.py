@@ -24,12 +24,13 @@ from collections.abc import Iterable, Sequence
 from types import CodeType
 
 from reloadctl.agent.engine import history
+from reloadctl.agent.engine.adapters import AdapterRefused
 from reloadctl.agent.engine.crosslinks import link_batch
 from reloadctl.agent.engine.namespace import Applied, HookFailed, apply_module
 from reloadctl.agent.engine.order import dependency_order
 from reloadctl.agent.engine.plan import plan_actions
 from reloadctl.agent.engine.proof import proven_unchanged
-from reloadctl.agent.engine.resolve import Target, failure, loaded_module, prepare
+from reloadctl.agent.engine.resolve import Target, failure, loaded_module, prepare, refusal
 from reloadctl.agent.engine.source import read_source
 from reloadctl.agent.engine.vanished import remove, removed_by_upgrade
 from reloadctl.results import (
@@ -308,6 +309,8 @@ def _fail_batch(
     )
     cause = exc.__cause__ if isinstance(exc, HookFailed) and exc.__cause__ else exc
     result = failure(name, cause, duration_ms=spent[name])
+    if isinstance(exc, AdapterRefused):  # a framework adapter's reason: nothing was changed
+        result = _with_duration(refusal(name, str(exc)), spent[name])
     if isinstance(exc, HookFailed) and result.error is not None:
         result = ModuleResult(
             name,

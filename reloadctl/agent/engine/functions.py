@@ -130,12 +130,19 @@ def _adopt_globals(ctx: Context, old: FunctionType, new: FunctionType) -> bool:
 
 
 def _is_module_namespace(namespace: dict[str, Any]) -> bool:
-    """A module's dict (in ``sys.modules``, or one that looks like it: an orphaned module)."""
-    if "__spec__" in namespace or "__loader__" in namespace:
-        return True
+    """A module's dict: the live one of the module it names, or one that looks like a
+    module's and names no loaded module (an orphaned module).
+
+    A dict that looks like a module's while that module is loaded with another dict is a
+    copy (attrs builds its generated methods' globals from a copy of the class's module
+    namespace): private to the generated code, so rule 7 may overwrite it. An orphaned
+    module's functions are still protected, because their new versions run in the live
+    module's namespace."""
     name = namespace.get("__name__")
     module = sys.modules.get(name) if isinstance(name, str) else None
-    return module is not None and getattr(module, "__dict__", None) is namespace
+    if module is not None:
+        return getattr(module, "__dict__", None) is namespace
+    return "__spec__" in namespace or "__loader__" in namespace
 
 
 #: Function -> its family (rule 6): the kept function and the new objects of earlier

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from types import CodeType, FunctionType, ModuleType
 
+from reloadctl.agent.engine import adapters
 from reloadctl.agent.engine.adopt import adopt, adopt_attributes
 from reloadctl.agent.engine.classes import fix_instance
 from reloadctl.agent.engine.closures import patch_live_closures
@@ -152,13 +153,21 @@ def apply_module(
         if "__doc__" not in target.code.stores:
             ns["__doc__"] = None
         submodules = _bind_submodules(target, ns)
+        # framework adapters claim the old version's objects (loaded only when their
+        # framework is imported: one dict lookup each otherwise)
+        claims = adapters.begin(name, ns, snapshot, undo)
         exec(target.code.code, ns)  # noqa: S102 - executing the module's own source is the job
     except BaseException:
         undo.revert()
         raise
     try:
         replaced_entry = sys.modules.get(name) is not module
-        ctx, defined, more = _patch(target, snapshot, previously_defined, previous_code, undo)
+        ctx, defined, more = _patch(
+            target, snapshot, previously_defined, previous_code, undo, claims=claims
+        )
+    except (adapters.AdapterRefused, adapters.AdapterFailed):
+        undo.revert()  # an adapter's refusal or failure is reported as such (adapters rule 2)
+        raise
     except Exception as exc:
         # faults rule 1: the body ran, the engine failed on what it made
         undo.revert()
@@ -332,6 +341,8 @@ def _patch(
     previously_defined: frozenset[str] | None,
     previous_code: CodeType | None,
     undo: UndoLog,
+    *,
+    claims: adapters.Claims | None = None,
 ) -> tuple[Context, frozenset[str], list[Action]]:
     """After the body ran: match new definitions to old ones (rule 2) and prune (rule 3).
     Each definition and each optional pass is guarded (faults rule 2)."""
@@ -388,6 +399,8 @@ def _patch(
             rebuilt = _optional(ctx, ctx.label(key), ctx.translated, value)
             if rebuilt is not None and rebuilt is not value:
                 ns[key] = rebuilt
+    if claims is not None:
+        claims.finish(ctx)  # keep, re-register or refuse (adapters/__init__.py)
     _optional(ctx, "live closures", patch_live_closures, ctx)
     defined = _defined(target, snapshot, ns)
     pruned = _prune(target, previously_defined, snapshot, defined, ns)

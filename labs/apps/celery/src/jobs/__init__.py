@@ -1,0 +1,1 @@
+"""Celery tasks: the app module and a tasks module."""

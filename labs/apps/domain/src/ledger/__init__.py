@@ -1,0 +1,1 @@
+"""Domain code built on attrs and dataclasses."""

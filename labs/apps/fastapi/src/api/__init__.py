@@ -1,0 +1,1 @@
+"""A FastAPI service: the app module, a router module, pydantic schemas."""

@@ -1,0 +1,1 @@
+"""A catalog of pydantic v2 models."""

@@ -1,0 +1,1 @@
+"""A tiny shop on SQLAlchemy 2 declarative models."""
