@@ -70,27 +70,20 @@ def adopt_function(ctx: Context, old: FunctionType, new: FunctionType, adopt: Ad
     """Patch ``old`` to run ``new``'s code and return it, or return ``new`` (rule 1)."""
     qualname = new.__qualname__
     if old.__code__.co_freevars != new.__code__.co_freevars:
-        ctx.choose(new, new)
-        repoint_cells(ctx, new)
-        ctx.functions.append(new)
-        ctx.act("replaced", qualname, "free variables changed")
-        ctx.warn(
-            f"{ctx.label(qualname)} was replaced, not patched: its free variables changed "
-            f"({', '.join(old.__code__.co_freevars) or 'none'} -> "
-            f"{', '.join(new.__code__.co_freevars) or 'none'}); references held from "
-            "before keep the old code"
+        return _replaced(
+            ctx,
+            new,
+            "free variables changed",
+            f"its free variables changed ({', '.join(old.__code__.co_freevars) or 'none'} -> "
+            f"{', '.join(new.__code__.co_freevars) or 'none'})",
         )
-        return new
     if old.__globals__ is not new.__globals__ and not _adopt_globals(ctx, old, new):
-        ctx.choose(new, new)
-        repoint_cells(ctx, new)
-        ctx.functions.append(new)
-        ctx.act("replaced", qualname, "its globals are another namespace")
-        ctx.warn(
-            f"{ctx.label(qualname)} was replaced, not patched: the new function runs in "
-            "another namespace than the old one; references held from before keep the old code"
+        return _replaced(
+            ctx,
+            new,
+            "its globals are another namespace",
+            "the new function runs in another namespace than the old one",
         )
-        return new
     ctx.choose(new, old)
     changed = _differs(old, new)
     old_wrapped = old.__dict__.get("__wrapped__")
@@ -114,6 +107,19 @@ def adopt_function(ctx: Context, old: FunctionType, new: FunctionType, adopt: Ad
     if changed:
         ctx.act("patched", qualname)
     return old
+
+
+def _replaced(ctx: Context, new: FunctionType, detail: str, why: str) -> FunctionType:
+    """``new`` takes the name instead of patching the old function; the user is told why."""
+    ctx.choose(new, new)
+    repoint_cells(ctx, new)
+    ctx.functions.append(new)
+    ctx.act("replaced", new.__qualname__, detail)
+    ctx.warn(
+        f"{ctx.label(new.__qualname__)} was replaced, not patched: {why}; references held "
+        "from before keep the old code"
+    )
+    return new
 
 
 def _adopt_globals(ctx: Context, old: FunctionType, new: FunctionType) -> bool:
