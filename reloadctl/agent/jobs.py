@@ -294,31 +294,44 @@ class JobManager:
             )
             return True
 
+    def _verifier(
+        self, job: Job, request: ReloadRequest
+    ) -> Callable[[list[ModuleResult]], list[ModuleResult]] | None:
+        """The request's ``--verify`` over a reload's results (None: nothing to verify)."""
+        if not request.verify or request.dry_run:
+            return None
+        from reloadctl.agent.verify import verify_or_roll_back
+
+        def verify(results: list[ModuleResult]) -> list[ModuleResult]:
+            return verify_or_roll_back(
+                self._engine,
+                request.verify,
+                results,
+                allow=self._allow,
+                past_deadline=lambda: self._clock() >= job.deadline,
+            )
+
+        return verify
+
     def _run(self, job: Job) -> list[ModuleResult]:
         request = job.request
         try:
             engine = self._engine
-            if isinstance(request, ReloadRequest) and request.push:
-                from reloadctl.agent import push
+            if isinstance(request, ReloadRequest):
+                verify = self._verifier(job, request)
+                if request.push:
+                    from reloadctl.agent import push
 
-                results = push.apply(engine, request, self._allow)
-            elif isinstance(request, ReloadRequest):
-                results = engine.reload_modules(
-                    list(request.modules),
-                    dry_run=request.dry_run,
-                    dependents=request.dependents,
-                    allow=self._allow,
-                )
-                if request.verify and not request.dry_run:
-                    from reloadctl.agent.verify import verify_or_roll_back
-
-                    results = verify_or_roll_back(
-                        engine,
-                        request.verify,
-                        list(results),
+                    results = push.apply(engine, request, self._allow, after=verify)
+                else:
+                    results = engine.reload_modules(
+                        list(request.modules),
+                        dry_run=request.dry_run,
+                        dependents=request.dependents,
                         allow=self._allow,
-                        past_deadline=lambda: self._clock() >= job.deadline,
                     )
+                    if verify is not None:
+                        results = verify(list(results))
             else:
                 results = engine.rollback_modules(list(request.modules), allow=self._allow)
                 if "reloadctl.agent.push" in sys.modules:  # pushed code ran: follow its finder

@@ -12,9 +12,10 @@ Rules:
    records the peer, every module, digest and size.
 2. ``apply`` stages the files in ``pushfinder.FINDER`` and makes ONE engine call
    (``reload_modules``, the same transaction and report as a disk reload) for every pushed
-   module loaded in this process plus the requested names. The staged files are kept when
-   nothing failed and it was not a dry run; otherwise they are discarded (nothing
-   half-applied). Loaded modules of a shipped package tree that the push does not contain
+   module loaded in this process plus the requested names, then ``after`` (the request's
+   ``--verify``, which may roll the reload back). The staged files are kept when nothing
+   failed and it was not a dry run; otherwise they are discarded (nothing half-applied,
+   nothing written). Loaded modules of a shipped package tree that the push does not contain
    are reported as a warning: they stay loaded but can no longer be imported.
 3. ``write=True`` then writes each file under the module's location on disk (its original
    file, or its package's directory) atomically: a temp file in the same directory, fsync,
@@ -41,7 +42,7 @@ from reloadctl.results import FAILED, ModuleResult, PatchedModule
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
     from typing import Any
 
     from reloadctl.agent.config import AgentConfig
@@ -183,8 +184,15 @@ def _disk_file(name: str) -> str | None:
     return None
 
 
-def apply(engine: Any, request: ReloadRequest, allow: Sequence[str] | None) -> list[ModuleResult]:
-    """Rules 2 and 3: apply ``request.push`` with one engine call; never raises for a module."""
+def apply(
+    engine: Any,
+    request: ReloadRequest,
+    allow: Sequence[str] | None,
+    *,
+    after: Callable[[list[ModuleResult]], list[ModuleResult]] | None = None,
+) -> list[ModuleResult]:
+    """Rules 2 and 3: apply ``request.push`` with one engine call (then ``after``, while
+    the pushed files are still staged); never raises for a module."""
     files = [PushedFile(f.module, f.path, f.source, f.sha256, f.is_package) for f in request.push]
     pushed = {f.module for f in files}
     for f in files:
@@ -205,6 +213,8 @@ def apply(engine: Any, request: ReloadRequest, allow: Sequence[str] | None) -> l
                 names, dry_run=request.dry_run, dependents=request.dependents, allow=allow
             )
         )
+        if after is not None:
+            results = after(results)
         keep = not request.dry_run and all(r.status != FAILED for r in results)
     finally:
         if keep:

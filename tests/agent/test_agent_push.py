@@ -10,7 +10,7 @@ import inspect
 import linecache
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import msgpack
@@ -20,9 +20,11 @@ from reloadctl.agent import engine
 from reloadctl.agent import push as agent_push
 from reloadctl.agent.config import AgentConfig, accept_push_mode, build_config
 from reloadctl.agent.pushfinder import FINDER, PushedLoader
+from reloadctl.agent.verify import verify_or_roll_back
 from reloadctl.errors import ConfigError, RemoteProtocolError
 from reloadctl.proto import codec
 from reloadctl.proto.messages import ErrorReply, PushedSource, ReloadRequest
+from reloadctl.results import ModuleResult
 
 
 def source(module: str, text: str, *, package: bool = False) -> PushedSource:
@@ -96,6 +98,34 @@ def test_a_dry_run_plans_with_the_pushed_source_and_keeps_nothing(pkg: str) -> N
     assert core.status == "reloaded" and any(a.kind == "added" for a in core.actions)
     assert sys.modules[f"{pkg}.core"].version() == 1
     assert FINDER.get(f"{pkg}.core") is None
+
+
+def _verify(spec: str) -> Callable[[list[ModuleResult]], list[ModuleResult]]:
+    return lambda results: verify_or_roll_back(
+        engine, spec, results, allow=None, past_deadline=lambda: False
+    )
+
+
+def test_a_push_whose_verify_fails_is_rolled_back_and_leaves_no_pushed_entry(pkg: str) -> None:
+    core = sys.modules[f"{pkg}.core"]
+    text = "def version():\n    return 2\n\n\ndef healthy():\n    return False\n"
+    req = request(pkg, text, verify=f"{pkg}.core:healthy")
+    results = agent_push.apply(engine, req, None, after=_verify(req.verify))
+    by_module = {r.module: r for r in results}
+    assert by_module[f"{pkg}.core"].status == "failed"
+    assert by_module[f"{pkg}.core"].error is not None
+    assert by_module[f"{pkg}.core"].error.type == "VerifyFailed"
+    assert core.version() == 1 and not isinstance(core.__loader__, PushedLoader)
+    assert FINDER.get(f"{pkg}.core") is None
+
+
+def test_a_push_whose_verify_passes_is_kept(pkg: str) -> None:
+    core = sys.modules[f"{pkg}.core"]
+    text = "def version():\n    return 2\n\n\ndef healthy():\n    return True\n"
+    req = request(pkg, text, verify=f"{pkg}.core:healthy")
+    results = agent_push.apply(engine, req, None, after=_verify(req.verify))
+    assert {r.module: r.status for r in results}[f"{pkg}.core"] == "reloaded"
+    assert core.version() == 2 and FINDER.get(f"{pkg}.core") is not None
 
 
 def test_rollback_after_a_push_serves_the_disk_version_again(pkg: str) -> None:

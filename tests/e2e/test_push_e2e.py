@@ -342,6 +342,30 @@ def test_write_puts_the_files_on_the_agents_disk(setup: Setup) -> None:
     assert core["diverged"] is False
 
 
+def test_verify_that_fails_rolls_a_push_back_and_writes_nothing(setup: Setup) -> None:
+    w = setup.start(RELOADCTL_AGENT_ACCEPT_PUSH="write")
+    core = setup.client / "pushdemo/core.py"
+    core.write_text(RELEASE_2["pushdemo/core.py"] + "\n\ndef healthy():\n    return False\n")
+    args = ("reload", "-H", w.address, "--push", "--write", "-o", "ndjson")
+    result = setup.cli(*args, "--verify", "pushdemo.core:healthy", "pushdemo")
+    assert result.returncode == 1, result.stderr
+    records, summary = ndjson(result)
+    assert set(summary) == {"failed"}, records
+    core_record = next(r for r in records if r["module"] == "pushdemo.core")
+    assert core_record["error"]["type"] == "VerifyFailed"
+    assert "returned False; rolled back" in core_record["error"]["message"]
+    report = w.fresh()
+    assert report["value"] == "1" and report["helpers"] is False and report["old"] is True
+    assert (w.home / "disk/pushdemo/core.py").read_text() == RELEASE_1["pushdemo/core.py"]
+    assert not (w.home / "disk/pushdemo/helpers.py").exists()
+    # the same push with a check that passes is applied and written
+    core.write_text(RELEASE_2["pushdemo/core.py"] + "\n\ndef healthy():\n    return True\n")
+    result = setup.cli(*args, "--verify", "pushdemo.core:healthy", "pushdemo")
+    assert result.returncode == 0, result.stderr
+    w.wait("release 2", lambda r: r.get("value") == "2" and r.get("helpers") is True)
+    assert "def healthy" in (w.home / "disk/pushdemo/core.py").read_text()
+
+
 def test_write_needs_the_write_opt_in(setup: Setup) -> None:
     w = setup.start(**PUSH)
     result = setup.cli("reload", "-H", w.address, "--push", "--write", "-o", "ndjson", "pushdemo")
