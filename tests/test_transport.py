@@ -355,3 +355,21 @@ def test_the_root_is_requested_before_the_peer_serves(
         if server is not None:
             server.join(5)
     assert server is not None and not server.is_alive()
+
+
+def test_close_connection_closes_for_good_without_a_word_to_the_peer(
+    served: tuple[socket.socket, Any, list[BaseException]],
+) -> None:
+    sock, conn, ended = served
+    echo = transport.method_by_name(conn, "echo")
+    assert echo(b"abc") == b"abc"
+    transport.close_connection(sock, conn)
+    assert conn.closed
+    deadline = time.monotonic() + 5
+    while not ended and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert ended and isinstance(ended[0], (transport.PeerClosed, EOFError))  # no CLOSE request
+    with pytest.raises((EOFError, OSError)):  # refused here: the connection is released
+        echo(b"again")
+    transport.close_connection(sock, conn)  # twice: a no-op
+    assert conn.closed
