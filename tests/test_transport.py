@@ -4,6 +4,7 @@ configuration, and a served connection called by name."""
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import select
 import socket
@@ -373,3 +374,30 @@ def test_close_connection_closes_for_good_without_a_word_to_the_peer(
         echo(b"again")
     transport.close_connection(sock, conn)  # twice: a no-op
     assert conn.closed
+
+
+def test_the_root_proxy_is_released_on_an_open_connection_and_silent_on_a_closed_one(
+    served: tuple[socket.socket, Any, list[BaseException]],
+) -> None:
+    from rpyc.core import consts
+
+    sock, conn, _ended = served
+    sent: list[tuple[int, Any]] = []
+    send = conn._send
+
+    def spy(msg: int, seq: int, args: Any) -> None:
+        sent.append((msg, args[0] if isinstance(args, tuple) and args else None))
+        send(msg, seq, args)
+
+    conn._send = spy
+    root = transport.request_root(conn, 5.0)()
+    del root
+    gc.collect()
+    # on an open connection the agent is told it may drop its reference
+    assert (consts.MSG_REQUEST, consts.HANDLE_DEL) in sent
+    root = transport.request_root(conn, 5.0)()
+    transport.close_connection(sock, conn)
+    sent.clear()
+    del root
+    gc.collect()
+    assert sent == []  # closed: nothing is even encoded
