@@ -377,27 +377,30 @@ def test_close_connection_closes_for_good_without_a_word_to_the_peer(
 
 
 def test_the_root_proxy_is_released_on_an_open_connection_and_silent_on_a_closed_one(
-    served: tuple[socket.socket, Any, list[BaseException]],
+    served: tuple[socket.socket, Any, list[BaseException]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from rpyc.core import consts
+    from rpyc.core import brine, consts
 
     sock, conn, _ended = served
-    sent: list[tuple[int, Any]] = []
-    send = conn._send
+    handlers: list[object] = []  # the handler of every request rpyc encodes
+    dump = brine.dump
 
-    def spy(msg: int, seq: int, args: Any) -> None:
-        sent.append((msg, args[0] if isinstance(args, tuple) and args else None))
-        send(msg, seq, args)
+    def spy(obj: Any) -> bytes:
+        _seq, args = obj
+        if isinstance(args, tuple) and args:
+            handlers.append(args[0])
+        data: bytes = dump(obj)
+        return data
 
-    conn._send = spy
+    monkeypatch.setattr(brine, "dump", spy)
     root = transport.request_root(conn, 5.0)()
     del root
     gc.collect()
     # on an open connection the agent is told it may drop its reference
-    assert (consts.MSG_REQUEST, consts.HANDLE_DEL) in sent
+    assert consts.HANDLE_DEL in handlers
     root = transport.request_root(conn, 5.0)()
     transport.close_connection(sock, conn)
-    sent.clear()
+    handlers.clear()
     del root
     gc.collect()
-    assert sent == []  # closed: nothing is even encoded
+    assert handlers == []  # closed: nothing is even encoded
