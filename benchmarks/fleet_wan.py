@@ -25,7 +25,8 @@ About two minutes; the bed and every process are removed at the end (also on Ctr
 Usage: sudo python benchmarks/fleet_wan.py [--hosts 10] [--agents 200] [--rtt-ms 25]
        [--runs 5] [--per-process 1]
        python benchmarks/fleet_wan.py --scale 1000,10000 [--per-process 200] [--runs 3]
-       (loopback, no namespaces: the client's cost per target, see ``scale``)
+       (loopback, no namespaces: the client's cost per target, next to the same run's
+       floor of the chosen stack, see ``scale``)
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ FIRST_PORT = 7000
 TARGET_PING = 1.3
 TARGET_CLASSIC = 1.0
 TARGET_ROUND_TRIPS = 4
+#: The CLI's default pool for tcp targets; the scale floor uses the same.
+SCALE_POOL = 64
 
 APP = """
 import logging, threading, time
@@ -215,7 +218,9 @@ def scale(sizes: list[int], per_process: int, runs: int) -> None:
     servers multiplexed in each process (``tests/netbed.py agents``; they share one engine,
     so a module is reloaded by the first of them and ``unchanged`` for the rest: this
     measures the client and the transport, not the engine). Prints wall time and the CLI's
-    CPU per target for ``reloadctl reload`` of every target."""
+    CPU per target for ``reloadctl reload`` of every target, and, interleaved in the same
+    run, the floor of the chosen stack: the ``PING`` process (connect, HMAC handshake, rpyc
+    ``ping()`` per target, the same pool) on the same targets."""
     root = Path(tempfile.mkdtemp(prefix="rcscale-", dir="/tmp"))
     (root / "fleetmod.py").write_text("VALUE = 0\n")
     secret = root / "secret"
@@ -252,16 +257,25 @@ def scale(sizes: list[int], per_process: int, runs: int) -> None:
         for n in sizes:
             argv = [RELOADCTL, "reload", "-q", "-o", "ndjson"]
             argv += [a for t in addresses[:n] for a in ("-H", t)] + ["fleetmod"]
+            # The floor of the chosen stack, same run, same pool: connect + the mandatory
+            # HMAC handshake + rpyc's ping() per target, nothing of reloadctl's client.
+            floor = [sys.executable, "-c", PING, str(SCALE_POOL), SECRET, *addresses[:n]]
             run(argv, env)  # warm-up: every agent's first contact builds its server
-            walls, cpus = [], []
+            walls, cpus, floor_walls, floor_cpus = [], [], [], []
             for i in range(runs):
                 (root / "fleetmod.py").write_text(f"VALUE = {n * 100 + i}\n")
                 wall, cpu = run(argv, env)
                 walls.append(wall)
                 cpus.append(cpu)
+                wall, cpu = run(floor, env)
+                floor_walls.append(wall)
+                floor_cpus.append(cpu)
             wall, cpu = statistics.median(walls), statistics.median(cpus)
+            floor_wall, floor_cpu = statistics.median(floor_walls), statistics.median(floor_cpus)
             rows.append({"n": n, "wall_ms": round(wall, 1), "cli_cpu_ms": round(cpu, 1),
-                         "cli_cpu_per_target_ms": round(cpu / n, 3)})  # fmt: skip
+                         "cli_cpu_per_target_ms": round(cpu / n, 3),
+                         "floor_wall_ms": round(floor_wall, 1),
+                         "floor_cpu_per_target_ms": round(floor_cpu / n, 3)})  # fmt: skip
         (root / "fleetmod.py").write_text("VALUE = -1\n")
         live = streaming([*argv[:2], *argv[3:]], env)  # the same run without -q
     finally:
@@ -274,13 +288,18 @@ def scale(sizes: list[int], per_process: int, runs: int) -> None:
         shutil.rmtree(root, ignore_errors=True)
     print(
         f"simulated targets on loopback, {per_process} agent servers per process, "
-        f"pool 64, median of {runs}\n"
+        f"pool {SCALE_POOL}, median of {runs}; floor = connect + HMAC handshake + rpyc "
+        "ping() per target, in one Python process (interpreter start-up included in both)\n"
     )
-    print(f"{'N':>6} {'wall ms':>9} {'CLI CPU ms':>11} {'CLI CPU/target ms':>18}")
+    print(
+        f"{'N':>6} {'wall ms':>9} {'CLI CPU ms':>11} {'CLI CPU/target ms':>18} "
+        f"{'floor wall ms':>14} {'floor CPU/target ms':>20}"
+    )
     for r in rows:
         print(
             f"{r['n']:>6} {r['wall_ms']:9.1f} {r['cli_cpu_ms']:11.1f} "
-            f"{r['cli_cpu_per_target_ms']:18.3f}"
+            f"{r['cli_cpu_per_target_ms']:18.3f} {r['floor_wall_ms']:14.1f} "
+            f"{r['floor_cpu_per_target_ms']:20.3f}"
         )
     print(
         f"\nNDJSON at N={max(sizes)} ({live['records']} records): first after "

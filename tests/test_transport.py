@@ -4,6 +4,7 @@ configuration, and a served connection called by name."""
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import select
 import socket
@@ -355,3 +356,51 @@ def test_the_root_is_requested_before_the_peer_serves(
         if server is not None:
             server.join(5)
     assert server is not None and not server.is_alive()
+
+
+def test_close_connection_closes_for_good_without_a_word_to_the_peer(
+    served: tuple[socket.socket, Any, list[BaseException]],
+) -> None:
+    sock, conn, ended = served
+    echo = transport.method_by_name(conn, "echo")
+    assert echo(b"abc") == b"abc"
+    transport.close_connection(sock, conn)
+    assert conn.closed
+    deadline = time.monotonic() + 5
+    while not ended and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert ended and isinstance(ended[0], (transport.PeerClosed, EOFError))  # no CLOSE request
+    with pytest.raises((EOFError, OSError)):  # refused here: the connection is released
+        echo(b"again")
+    transport.close_connection(sock, conn)  # twice: a no-op
+    assert conn.closed
+
+
+def test_the_root_proxy_is_released_on_an_open_connection_and_silent_on_a_closed_one(
+    served: tuple[socket.socket, Any, list[BaseException]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rpyc.core import brine, consts
+
+    sock, conn, _ended = served
+    handlers: list[object] = []  # the handler of every request rpyc encodes
+    dump = brine.dump
+
+    def spy(obj: Any) -> bytes:
+        _seq, args = obj
+        if isinstance(args, tuple) and args:
+            handlers.append(args[0])
+        data: bytes = dump(obj)
+        return data
+
+    monkeypatch.setattr(brine, "dump", spy)
+    root = transport.request_root(conn, 5.0)()
+    del root
+    gc.collect()
+    # on an open connection the agent is told it may drop its reference
+    assert consts.HANDLE_DEL in handlers
+    root = transport.request_root(conn, 5.0)()
+    transport.close_connection(sock, conn)
+    handlers.clear()
+    del root
+    gc.collect()
+    assert handlers == []  # closed: nothing is even encoded
